@@ -1,0 +1,41 @@
+//! One error type for the library. Every variant that comes from bad input names the file (and where it
+//! applies the line, tensor or field) so the CLI can print it as is and exit non-zero.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LarkError {
+    /// An I/O failure on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Malformed or inconsistent input: `location` is "file", "file:line", "file: tensor X", etc.
+    #[error("{location}: {message}")]
+    Input { location: String, message: String },
+    /// Something the engine does not support (an architecture, a tensor type, a rope scaling type).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A backend (CPU or CUDA) failed or is unavailable.
+    #[error("{0}")]
+    Backend(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, LarkError>;
+
+impl LarkError {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        LarkError::Io { path: path.as_ref().to_path_buf(), source }
+    }
+    pub fn input(location: impl Into<String>, message: impl Into<String>) -> Self {
+        LarkError::Input { location: location.into(), message: message.into() }
+    }
+    /// An input error located at a file and a 1-based line number.
+    pub fn at_line(path: impl AsRef<Path>, line: usize, message: impl Into<String>) -> Self {
+        LarkError::Input { location: format!("{}:{}", path.as_ref().display(), line), message: message.into() }
+    }
+}

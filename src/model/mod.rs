@@ -1,0 +1,130 @@
+//! The student model: configuration, tensor names and shapes, weight storage, GGUF import.
+//! No compute lives here: backends turn these host tensors into whatever they compute with.
+
+pub mod config;
+pub mod gguf;
+pub mod random;
+pub mod weights;
+
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
+pub use weights::{StoredDtype, TensorView, WeightStore};
+
+use crate::error::{LarkError, Result};
+use std::path::{Path, PathBuf};
+
+/// HF tensor names of one decoder layer.
+pub struct LayerNames {
+    pub input_norm: String,
+    pub q: String,
+    pub k: String,
+    pub v: String,
+    pub o: String,
+    pub q_bias: String,
+    pub k_bias: String,
+    pub v_bias: String,
+    pub o_bias: String,
+    pub post_norm: String,
+    pub gate: String,
+    pub up: String,
+    pub down: String,
+    pub gate_bias: String,
+    pub up_bias: String,
+    pub down_bias: String,
+}
+
+impl LayerNames {
+    pub fn new(i: usize) -> Self {
+        let p = format!("model.layers.{i}");
+        LayerNames {
+            input_norm: format!("{p}.input_layernorm.weight"),
+            q: format!("{p}.self_attn.q_proj.weight"),
+            k: format!("{p}.self_attn.k_proj.weight"),
+            v: format!("{p}.self_attn.v_proj.weight"),
+            o: format!("{p}.self_attn.o_proj.weight"),
+            q_bias: format!("{p}.self_attn.q_proj.bias"),
+            k_bias: format!("{p}.self_attn.k_proj.bias"),
+            v_bias: format!("{p}.self_attn.v_proj.bias"),
+            o_bias: format!("{p}.self_attn.o_proj.bias"),
+            post_norm: format!("{p}.post_attention_layernorm.weight"),
+            gate: format!("{p}.mlp.gate_proj.weight"),
+            up: format!("{p}.mlp.up_proj.weight"),
+            down: format!("{p}.mlp.down_proj.weight"),
+            gate_bias: format!("{p}.mlp.gate_proj.bias"),
+            up_bias: format!("{p}.mlp.up_proj.bias"),
+            down_bias: format!("{p}.mlp.down_proj.bias"),
+        }
+    }
+}
+
+pub const EMBED: &str = "model.embed_tokens.weight";
+pub const FINAL_NORM: &str = "model.norm.weight";
+pub const LM_HEAD: &str = "lm_head.weight";
+
+/// Every tensor the configuration requires, with its HF shape (`[out, in]` for linear weights).
+pub fn tensor_specs(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let h = c.hidden_size;
+    let q = c.num_heads * c.head_dim;
+    let kv = c.num_kv_heads * c.head_dim;
+    let i = c.intermediate_size;
+    let mut specs = vec![(EMBED.to_string(), vec![c.vocab_size, h])];
+    for l in 0..c.num_layers {
+        let n = LayerNames::new(l);
+        specs.push((n.input_norm, vec![h]));
+        specs.push((n.q, vec![q, h]));
+        specs.push((n.k, vec![kv, h]));
+        specs.push((n.v, vec![kv, h]));
+        specs.push((n.o, vec![h, q]));
+        if c.qkv_bias {
+            specs.push((n.q_bias, vec![q]));
+            specs.push((n.k_bias, vec![kv]));
+            specs.push((n.v_bias, vec![kv]));
+        }
+        if c.o_bias {
+            specs.push((n.o_bias, vec![h]));
+        }
+        specs.push((n.post_norm, vec![h]));
+        specs.push((n.gate, vec![i, h]));
+        specs.push((n.up, vec![i, h]));
+        specs.push((n.down, vec![h, i]));
+        if c.mlp_bias {
+            specs.push((n.gate_bias, vec![i]));
+            specs.push((n.up_bias, vec![i]));
+            specs.push((n.down_bias, vec![h]));
+        }
+    }
+    specs.push((FINAL_NORM.to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        specs.push((LM_HEAD.to_string(), vec![c.vocab_size, h]));
+    }
+    specs
+}
+
+/// A model directory: its configuration and its (mapped, validated) weights.
+pub struct Model {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub weights: WeightStore,
+}
+
+impl Model {
+    /// Open `dir/config.json` and the weights, and check that every tensor the configuration needs is present
+    /// with the right shape, so that backends never meet a missing tensor half-way through an upload.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(LarkError::input(dir.display().to_string(), "model directory not found"));
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let weights = WeightStore::open_dir(dir)?;
+        for (name, shape) in tensor_specs(&config) {
+            weights.get(&name, &shape)?;
+        }
+        Ok(Model { dir: dir.to_path_buf(), config, weights })
+    }
+
+    /// The LM head matrix `[vocab, hidden]`: `lm_head.weight`, or the embedding when tied.
+    pub fn lm_head(&self) -> Result<TensorView<'_>> {
+        let c = &self.config;
+        let name = if c.tie_word_embeddings { EMBED } else { LM_HEAD };
+        self.weights.get(name, &[c.vocab_size, c.hidden_size])
+    }
+}
