@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod gguf;
+pub mod presets;
 pub mod random;
 pub mod weights;
 

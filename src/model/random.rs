@@ -21,12 +21,11 @@ impl SplitMix {
     }
 }
 
-/// The values of one random tensor: norms near 1, everything else uniform with a scale of `1/sqrt(fan_in)`
-/// (embeddings larger, so logits have a realistic spread).
-pub fn random_values(name: &str, shape: &[usize], rng: &mut SplitMix) -> Vec<f32> {
-    let n: usize = shape.iter().product();
+/// How a random tensor's values are drawn: `offset + scale · U[-1, 1)`. Norms near 1, everything else with a
+/// scale of `1/sqrt(fan_in)` (embeddings larger, so logits have a realistic spread).
+fn value_law(name: &str, shape: &[usize]) -> (f32, f32) {
     if name.ends_with("norm.weight") {
-        return (0..n).map(|_| 1.0 + 0.1 * rng.next_f32()).collect();
+        return (1.0, 0.1);
     }
     let fan_in = *shape.last().unwrap_or(&1) as f32;
     let scale = if name.contains("embed_tokens") || name.starts_with("lm_head") {
@@ -36,7 +35,13 @@ pub fn random_values(name: &str, shape: &[usize], rng: &mut SplitMix) -> Vec<f32
     } else {
         1.0 / fan_in.sqrt()
     };
-    (0..n).map(|_| scale * rng.next_f32()).collect()
+    (0.0, scale)
+}
+
+/// The values of one random tensor.
+pub fn random_values(name: &str, shape: &[usize], rng: &mut SplitMix) -> Vec<f32> {
+    let (offset, scale) = value_law(name, shape);
+    (0..shape.iter().product()).map(|_| offset + scale * rng.next_f32()).collect()
 }
 
 /// Write `config.json` and `model.safetensors` with random weights of the configuration's exact shapes.
@@ -45,17 +50,27 @@ pub fn write_random_model(dir: &Path, config: &ModelConfig, dtype: StoredDtype, 
     let cfg_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("config serialises");
     std::fs::write(&cfg_path, text).map_err(|e| LarkError::io(&cfg_path, e))?;
-    let mut rng = SplitMix(seed);
-    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, shape) in tensor_specs(config) {
-        let vals = random_values(&name, &shape, &mut rng);
-        let bytes: Vec<u8> = match dtype {
-            StoredDtype::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            StoredDtype::F16 => vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-            StoredDtype::BF16 => vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-        };
-        buffers.push((name, shape, bytes));
-    }
+    // Each tensor has its own generator, seeded from the model seed and the tensor's name, so that tensors
+    // are generated in parallel (a 7B model is 7.6 G values) and independently of each other's order.
+    use rayon::prelude::*;
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = tensor_specs(config)
+        .into_par_iter()
+        .map(|(name, shape)| {
+            let mut rng = SplitMix(seed ^ name_hash(&name));
+            let n: usize = shape.iter().product();
+            let (offset, scale) = value_law(&name, &shape);
+            let mut bytes = Vec::with_capacity(n * dtype.size());
+            for _ in 0..n {
+                let v = offset + scale * rng.next_f32();
+                match dtype {
+                    StoredDtype::F32 => bytes.extend_from_slice(&v.to_le_bytes()),
+                    StoredDtype::F16 => bytes.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                    StoredDtype::BF16 => bytes.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                }
+            }
+            (name, shape, bytes)
+        })
+        .collect();
     let st_dtype = match dtype {
         StoredDtype::F32 => safetensors::Dtype::F32,
         StoredDtype::F16 => safetensors::Dtype::F16,
@@ -69,6 +84,11 @@ pub fn write_random_model(dir: &Path, config: &ModelConfig, dtype: StoredDtype, 
     safetensors::serialize_to_file(views, None, &path)
         .map_err(|e| LarkError::Other(format!("{}: writing safetensors: {e}", path.display())))?;
     Ok(())
+}
+
+/// FNV-1a of a tensor name (a stable per-tensor seed).
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// A tiny configuration for tests (odd sizes on purpose).

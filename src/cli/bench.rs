@@ -1,0 +1,173 @@
+//! `lark bench`: end-to-end scoring throughput of a backend on synthetic or given token sequences.
+//! A benchmark, never a test: it prints figures, it asserts nothing.
+
+use crate::backend::{open_backend, Backend, DeviceChoice, SeqRequest};
+use crate::error::{LarkError, Result};
+use crate::model::presets::{preset, PRESET_NAMES, RSR_TEACHER_MEAN_LENGTHS};
+use crate::model::random::{write_random_model, SplitMix};
+use crate::model::{Model, ModelConfig, StoredDtype};
+use crate::stats::StatsOptions;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory (config.json + safetensors).
+    #[arg(long, conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+    /// A model shape: qwen2.5-1.5b, qwen2.5-7b, llama-3.2-3b, smollm2 (needs --random-weights).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Use random weights of the preset's exact shapes (no files needed).
+    #[arg(long)]
+    pub random_weights: bool,
+    /// Sequence lengths: `fixed:T`, or `rsr` (the released pool's per-teacher mean lengths, 3 rollouts each).
+    #[arg(long, default_value = "fixed:512")]
+    pub lengths: String,
+    /// Total tokens to score in the timed runs (sequences are repeated/cut to reach it).
+    #[arg(long, default_value_t = 4096)]
+    pub tokens: usize,
+    /// Token ids from a JSON file (a list of lists of ids) instead of random ids; overrides --lengths.
+    #[arg(long)]
+    pub ids_file: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Timed repetitions (the median is reported); one untimed warm-up run precedes them.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Also compute the authors' top-K Brier in the pass.
+    #[arg(long)]
+    pub topk_brier: Option<usize>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
+    if let Some(path) = &a.ids_file {
+        let text = std::fs::read_to_string(path).map_err(|e| LarkError::io(path, e))?;
+        let seqs: Vec<Vec<u32>> = serde_json::from_str(&text)
+            .map_err(|e| LarkError::input(format!("{}:{}", path.display(), e.line()), format!("expected a list of lists of token ids: {e}")))?;
+        return Ok(seqs);
+    }
+    let pattern: Vec<usize> = match a.lengths.as_str() {
+        "rsr" => RSR_TEACHER_MEAN_LENGTHS.iter().flat_map(|&l| [l, l, l]).collect(),
+        s => match s.strip_prefix("fixed:").and_then(|t| t.parse::<usize>().ok()) {
+            Some(t) if t >= 2 => vec![t],
+            _ => return Err(LarkError::input("--lengths", format!("`{s}`: expected rsr or fixed:T with T ≥ 2"))),
+        },
+    };
+    let mut rng = SplitMix(42);
+    let mut out = Vec::new();
+    let mut total = 0;
+    for &len in pattern.iter().cycle() {
+        if total >= a.tokens {
+            break;
+        }
+        let len = len.min(a.tokens - total).max(2);
+        out.push((0..len).map(|_| (rng.next_u64() % vocab as u64) as u32).collect());
+        total += len;
+    }
+    Ok(out)
+}
+
+/// Forward FLOPs for scoring one sequence of `t` tokens with every position through the LM head.
+pub fn forward_flops(c: &ModelConfig, t: usize) -> f64 {
+    let (h, d) = (c.hidden_size as f64, c.head_dim as f64);
+    let q = c.num_heads as f64 * d;
+    let kv = c.num_kv_heads as f64 * d;
+    let i = c.intermediate_size as f64;
+    let per_token_layer = 2.0 * (h * (q + 2.0 * kv) + q * h + 3.0 * h * i);
+    let t = t as f64;
+    // Causal attention: QKᵀ and PV over t(t+1)/2 pairs, 2 FLOPs per multiply-add, per head.
+    let attn = 2.0 * 2.0 * (t * (t + 1.0) / 2.0) * d * c.num_heads as f64;
+    c.num_layers as f64 * (per_token_layer * t + attn) + 2.0 * h * c.vocab_size as f64 * (t - 1.0)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if let Some(n) = a.threads {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    let _tmp;
+    let model = match (&a.model, &a.preset) {
+        (Some(dir), _) => Model::open(dir)?,
+        (None, Some(name)) => {
+            let cfg = preset(name).ok_or_else(|| {
+                LarkError::input("--preset", format!("unknown preset `{name}` (one of {})", PRESET_NAMES.join(", ")))
+            })?;
+            if !a.random_weights {
+                return Err(LarkError::input("--preset", "needs --random-weights (or pass --model DIR)"));
+            }
+            let dir = tempfile_dir()?;
+            write_random_model(&dir.0, &cfg, StoredDtype::BF16, 1)?;
+            let m = Model::open(&dir.0)?;
+            _tmp = dir;
+            m
+        }
+        (None, None) => return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME --random-weights")),
+    };
+    let (mut backend, desc) = open_backend(&model, &a.device)?;
+    let seqs = sequences(&a, model.config.vocab_size)?;
+    let opts = StatsOptions { topk_brier: a.topk_brier };
+    let tokens: usize = seqs.iter().map(|s| s.len()).sum();
+    let scored: usize = seqs.iter().map(|s| s.len() - 1).sum();
+    let flops: f64 = seqs.iter().map(|s| forward_flops(&model.config, s.len())).sum();
+
+    let run_once = |backend: &mut Box<dyn Backend>| -> Result<f64> {
+        let budget = backend.batch_token_budget();
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let t0 = Instant::now();
+        for batch in crate::run::schedule::pack_by_length(&lengths, budget, 4096) {
+            let reqs: Vec<SeqRequest<'_>> = batch.iter().map(|&i| SeqRequest { ids: &seqs[i], score_from: 1 }).collect();
+            let out = backend.score(&reqs, &opts)?;
+            std::hint::black_box(out);
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    run_once(&mut backend)?; // warm-up
+    let mut times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run_once(&mut backend)).collect::<Result<_>>()?;
+    times.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let median = times[times.len() / 2];
+    let tok_s = tokens as f64 / median;
+    let tflops = flops / median / 1e12;
+    let peak = backend.peak_memory_bytes();
+    let model_name = a.model.as_ref().map(|p| p.display().to_string()).or(a.preset.clone()).unwrap_or_default();
+    let v = serde_json::json!({
+        "model": model_name, "device": desc, "sequences": seqs.len(), "tokens": tokens, "scored_tokens": scored,
+        "lengths": if a.ids_file.is_some() { "ids-file".to_string() } else { a.lengths.clone() },
+        "median_s": median, "times_s": times, "tokens_per_s": tok_s, "tflops": tflops,
+        "s_per_trajectory": median / seqs.len() as f64, "peak_device_bytes": peak,
+        "topk_brier": a.topk_brier,
+    });
+    if a.json {
+        println!("{v}");
+    } else {
+        println!("model        {model_name}");
+        println!("device       {desc}");
+        println!("sequences    {} ({} tokens, {} scored)", seqs.len(), tokens, scored);
+        println!("median       {median:.4} s over {} runs", times.len());
+        println!("throughput   {tok_s:.0} tokens/s");
+        println!("compute      {tflops:.3} TFLOP/s achieved");
+        println!("trajectory   {:.4} s each", median / seqs.len() as f64);
+        if let Some(p) = peak {
+            println!("peak memory  {:.2} GiB", p as f64 / (1u64 << 30) as f64);
+        }
+    }
+    Ok(())
+}
+
+/// A temporary directory removed on drop (random-weight models).
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+fn tempfile_dir() -> Result<TempDir> {
+    let base = std::env::temp_dir().join(format!("lark-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&base).map_err(|e| LarkError::io(&base, e))?;
+    Ok(TempDir(base))
+}

@@ -1,0 +1,90 @@
+//! `lark select`: scores in, per-problem selection with training weights out (`selection.jsonl`, `train.jsonl`).
+
+use crate::error::{LarkError, Result};
+use crate::export::{read_scores_jsonl, selected_records, write_selection_jsonl, write_train_jsonl};
+use crate::io::{PoolFormat, ReadOptions};
+use crate::score::{group_rows, ScoreRow, Scorer};
+use crate::select::{select, Selection, Weighting};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone)]
+pub struct SelectOpts {
+    /// The scorer to rank by (a scores.jsonl field: g_hat, rsr, grape, ...).
+    #[arg(long, default_value = "g_hat")]
+    pub by: String,
+    /// Trajectories selected per problem.
+    #[arg(long, default_value_t = 3)]
+    pub budget: usize,
+    /// chi2 (LARK), uniform, proportional or softmax.
+    #[arg(long, default_value = "chi2")]
+    pub weighting: String,
+    /// Softmax temperature.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Leave weight-0 selections (ties at the threshold) out of train.jsonl.
+    #[arg(long)]
+    pub drop_zero_weight: bool,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// scores.jsonl written by `lark score`.
+    #[arg(long)]
+    pub scores: PathBuf,
+    /// The pool that was scored (for the messages of train.jsonl).
+    #[arg(long)]
+    pub pool: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub format: PoolFormat,
+    #[command(flatten)]
+    pub opts: SelectOpts,
+}
+
+/// Rank every problem's candidates by `opts.by` and weight the top B.
+pub fn select_rows(rows: &[ScoreRow], opts: &SelectOpts) -> Result<Vec<Selection>> {
+    let scorer: Scorer = crate::score::parse_scorers(&opts.by)?
+        .into_iter()
+        .next()
+        .filter(|_| !opts.by.contains(','))
+        .ok_or_else(|| LarkError::input("--by", format!("`{}`: expected one scorer name", opts.by)))?;
+    let weighting = Weighting::parse(&opts.weighting, opts.temperature)?;
+    group_rows(rows.to_vec())
+        .into_iter()
+        .map(|(pid, rows)| {
+            let cands: Vec<(i64, f64)> = rows.iter().map(|r| (r.candidate_id, scorer.value(r))).collect();
+            select(pid, &cands, scorer.name(), scorer.direction(), opts.budget, weighting)
+        })
+        .collect()
+}
+
+/// Write selection.jsonl and train.jsonl into `out`.
+pub fn write_selection(
+    selections: &[Selection],
+    pool: &std::path::Path,
+    format: PoolFormat,
+    out: &std::path::Path,
+    drop_zero_weight: bool,
+) -> Result<usize> {
+    std::fs::create_dir_all(out).map_err(|e| LarkError::io(out, e))?;
+    let records = selected_records(pool, &ReadOptions { format, skip_invalid: true }, selections)?;
+    write_selection_jsonl(&out.join("selection.jsonl"), selections)?;
+    write_train_jsonl(&out.join("train.jsonl"), selections, |p, c| records.get(&(p, c)), drop_zero_weight)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let rows = read_scores_jsonl(&a.scores)?;
+    let selections = select_rows(&rows, &a.opts)?;
+    let n = write_selection(&selections, &a.pool, a.format, &a.out, a.opts.drop_zero_weight)?;
+    eprintln!(
+        "lark: {} problems selected by {} ({}, B = {}); {} training lines in {}",
+        selections.len(),
+        a.opts.by,
+        a.opts.weighting,
+        a.opts.budget,
+        n,
+        a.out.join("train.jsonl").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `selection.jsonl` (one [`Selection`] a line) and the SFT file `train.jsonl`.
+//!
+//! `train.jsonl` follows the LARK authors' export: one line per selected trajectory,
+//! `{"messages": [...], "meta": {problem_id, candidate_id, sample_idx, teacher, method, by, B, score,
+//! train_weight}}`, problem-major (selection order), best first within a problem. Like the authors it
+//! writes every one of the top B, including a candidate whose χ² weight is exactly 0 (it ties with the
+//! (B+1)-th score); `drop_zero_weight` leaves those out for trainers that ignore `train_weight`.
+//! `sample_idx` repeats `candidate_id` under the authors' name.
+
+use super::atomic::{write_atomic, write_jsonl};
+use super::jsonl::read_jsonl;
+use crate::error::{LarkError, Result};
+use crate::io::{visit_pool, Message, ReadOptions, Record};
+use crate::score::row::nan_null;
+use crate::select::Selection;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+pub fn write_selection_jsonl(path: &Path, selections: &[Selection]) -> Result<()> {
+    write_jsonl(path, selections)
+}
+
+pub fn read_selection_jsonl(path: &Path) -> Result<Vec<Selection>> {
+    read_jsonl(path)
+}
+
+#[derive(Serialize)]
+struct TrainMeta<'a> {
+    problem_id: i64,
+    candidate_id: i64,
+    sample_idx: i64,
+    teacher: &'a str,
+    method: &'a str,
+    by: &'a str,
+    #[serde(rename = "B")]
+    budget: usize,
+    #[serde(with = "nan_null")]
+    score: f64,
+    train_weight: f64,
+}
+
+#[derive(Serialize)]
+struct TrainLine<'a> {
+    messages: &'a [Message],
+    meta: TrainMeta<'a>,
+}
+
+/// Write `train.jsonl` for `selections`, taking each trajectory's messages from `lookup`.
+/// Returns the number of lines written. Fails if a selected candidate is not found.
+pub fn write_train_jsonl<'r>(
+    path: &Path,
+    selections: &[Selection],
+    lookup: impl Fn(i64, i64) -> Option<&'r Record>,
+    drop_zero_weight: bool,
+) -> Result<usize> {
+    let mut n = 0usize;
+    write_atomic(path, |w| {
+        for s in selections {
+            for c in &s.selected {
+                if drop_zero_weight && c.weight <= 0.0 {
+                    continue;
+                }
+                let rec = lookup(s.problem_id, c.candidate_id).ok_or_else(|| {
+                    LarkError::input(
+                        path.display().to_string(),
+                        format!(
+                            "selected problem_id {} candidate_id {} is not in the pool",
+                            s.problem_id, c.candidate_id
+                        ),
+                    )
+                })?;
+                let line = TrainLine {
+                    messages: &rec.messages,
+                    meta: TrainMeta {
+                        problem_id: s.problem_id,
+                        candidate_id: c.candidate_id,
+                        sample_idx: c.candidate_id,
+                        teacher: &rec.teacher,
+                        method: &s.method,
+                        by: &s.by,
+                        budget: s.budget,
+                        score: c.score,
+                        train_weight: c.weight,
+                    },
+                };
+                serde_json::to_writer(&mut *w, &line)
+                    .map_err(|e| LarkError::Other(format!("{}: {e}", path.display())))?;
+                w.write_all(b"\n").map_err(|e| w.err(e))?;
+                n += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Read from the pool at `pool` only the records that `selections` selected (a pool can be far larger
+/// than memory allows; the selected part is small).
+pub fn selected_records(
+    pool: &Path,
+    opts: &ReadOptions,
+    selections: &[Selection],
+) -> Result<HashMap<(i64, i64), Record>> {
+    let wanted: HashSet<(i64, i64)> =
+        selections.iter().flat_map(|s| s.selected.iter().map(move |c| (s.problem_id, c.candidate_id))).collect();
+    let mut out = HashMap::with_capacity(wanted.len());
+    visit_pool(pool, opts, |r| {
+        let key = (r.problem_id, r.candidate_id);
+        if wanted.contains(&key) {
+            out.insert(key, r);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}

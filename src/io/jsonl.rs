@@ -1,0 +1,51 @@
+//! The LARK authors' pool format: one JSON object a line,
+//! `{"problem_id": int, "candidate_id": int, "teacher": str, "messages": [{role, content}, ...]}`.
+//! Blank lines are ignored; other fields are ignored; `teacher` may be absent (it becomes "unknown").
+//! The file is streamed line by line.
+
+use super::pool::Sink;
+use super::record::{Invalid, Origin, Record};
+use super::validate::{as_object, int_field, messages_field, opt_string_field};
+use crate::error::{LarkError, Result};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+
+pub(super) fn read<F: FnMut(Record) -> Result<()>>(path: &Path, sink: &mut Sink<F>) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| LarkError::io(path, e))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let shared: Arc<Path> = Arc::from(path);
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(|e| LarkError::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let mut bytes = &buf[..];
+        if line_no == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let origin = Origin { file: shared.clone(), line: Some(line_no), index: None };
+        match parse_line(bytes, &origin) {
+            Ok(r) => sink.record(r)?,
+            Err(inv) => sink.invalid(&origin, inv)?,
+        }
+    }
+}
+
+fn parse_line(bytes: &[u8], origin: &Origin) -> std::result::Result<Record, Invalid> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Invalid::new("(json)", format!("invalid JSON: {e}")))?;
+    let obj = as_object(&v)?;
+    let problem_id = int_field(obj, "problem_id")?;
+    let candidate_id = int_field(obj, "candidate_id")?;
+    let teacher = opt_string_field(obj, "teacher")?.unwrap_or_else(|| "unknown".to_string());
+    let messages = messages_field(obj)?;
+    Ok(Record { problem_id, candidate_id, teacher, messages, origin: origin.clone() })
+}

@@ -1,0 +1,11 @@
+//! Candidate pools in: the LARK authors' JSONL and the RSR authors' directory layout, validated record by
+//! record with errors that name the file, line and field (or collected as rejects under `--skip-invalid`).
+
+mod jsonl;
+pub mod pool;
+pub mod record;
+mod rsr_dir;
+mod validate;
+
+pub use pool::{read_pool, visit_pool, Pool, PoolFormat, ReadOptions, VisitSummary};
+pub use record::{Invalid, Message, Origin, Record, Reject};

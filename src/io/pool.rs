@@ -1,0 +1,201 @@
+//! Reading a candidate pool: format choice, the checks common to every format (duplicate ids, empty pool),
+//! the strict-or-skip policy, and grouping records by problem.
+//!
+//! Two entry points: [`visit_pool`] streams records to a callback (a pool of 165k long trajectories need
+//! not sit in memory at once), and [`read_pool`] collects them into a [`Pool`] grouped by problem.
+//! Problems are ordered by first appearance; records within a problem keep their reading order.
+
+use super::record::{Invalid, Origin, Record, Reject};
+use super::{jsonl, rsr_dir};
+use crate::error::{LarkError, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Pool layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolFormat {
+    /// A directory means `RsrDir`, a file means `LarkJsonl`.
+    Auto,
+    /// One JSON object a line: `{problem_id, candidate_id, teacher, messages}` (the LARK authors' input).
+    LarkJsonl,
+    /// `<root>/<teacher>/<name>_gen<N>.json` lists (the RSR authors' released pool).
+    RsrDir,
+}
+
+impl PoolFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolFormat::Auto => "auto",
+            PoolFormat::LarkJsonl => "lark-jsonl",
+            PoolFormat::RsrDir => "rsr-dir",
+        }
+    }
+    /// `Auto` resolved against what `path` is.
+    pub fn resolve(self, path: &Path) -> Result<PoolFormat> {
+        match self {
+            PoolFormat::Auto => {
+                let md = std::fs::metadata(path).map_err(|e| LarkError::io(path, e))?;
+                Ok(if md.is_dir() { PoolFormat::RsrDir } else { PoolFormat::LarkJsonl })
+            }
+            f => Ok(f),
+        }
+    }
+}
+
+impl FromStr for PoolFormat {
+    type Err = LarkError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(PoolFormat::Auto),
+            "lark-jsonl" | "jsonl" => Ok(PoolFormat::LarkJsonl),
+            "rsr-dir" | "rsr" => Ok(PoolFormat::RsrDir),
+            _ => Err(LarkError::input("--format", format!("unknown pool format {s:?} (auto, lark-jsonl, rsr-dir)"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    pub format: PoolFormat,
+    /// Collect invalid entries as [`Reject`]s instead of failing on the first one.
+    pub skip_invalid: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions { format: PoolFormat::Auto, skip_invalid: false }
+    }
+}
+
+/// What a streaming read found besides the records themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitSummary {
+    pub format: PoolFormat,
+    pub n_records: usize,
+    /// Problem ids in order of first appearance.
+    pub problems: Vec<i64>,
+    pub rejects: Vec<Reject>,
+}
+
+/// Stream every valid record of the pool at `path` to `f`, in reading order.
+/// Fails on the first invalid entry unless `opts.skip_invalid`; fails on an empty pool either way.
+pub fn visit_pool(path: &Path, opts: &ReadOptions, f: impl FnMut(Record) -> Result<()>) -> Result<VisitSummary> {
+    let format = opts.format.resolve(path)?;
+    let mut sink = Sink::new(opts.skip_invalid, f);
+    match format {
+        PoolFormat::LarkJsonl => jsonl::read(path, &mut sink)?,
+        PoolFormat::RsrDir => rsr_dir::read(path, &mut sink)?,
+        PoolFormat::Auto => unreachable!("resolved above"),
+    }
+    if sink.n_records == 0 {
+        let why = if sink.rejects.is_empty() {
+            "empty pool: no records".to_string()
+        } else {
+            format!("empty pool: all {} entries were invalid (see rejects)", sink.rejects.len())
+        };
+        return Err(LarkError::input(path.display().to_string(), why));
+    }
+    Ok(VisitSummary { format, n_records: sink.n_records, problems: sink.problems, rejects: sink.rejects })
+}
+
+/// A whole pool in memory, problem-major.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub path: PathBuf,
+    pub format: PoolFormat,
+    /// Grouped by problem (first-appearance order), reading order within a problem.
+    pub records: Vec<Record>,
+    /// `(problem_id, start, end)`: `records[start..end]` are that problem's candidates.
+    pub groups: Vec<(i64, usize, usize)>,
+    pub rejects: Vec<Reject>,
+    index: HashMap<(i64, i64), usize>,
+}
+
+impl Pool {
+    /// Each problem's id and its candidates, in order.
+    pub fn problems(&self) -> impl Iterator<Item = (i64, &[Record])> + '_ {
+        self.groups.iter().map(move |&(pid, s, e)| (pid, &self.records[s..e]))
+    }
+    pub fn get(&self, problem_id: i64, candidate_id: i64) -> Option<&Record> {
+        self.index.get(&(problem_id, candidate_id)).map(|&i| &self.records[i])
+    }
+    pub fn n_problems(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+/// Read the whole pool at `path`.
+pub fn read_pool(path: &Path, opts: &ReadOptions) -> Result<Pool> {
+    let mut by_problem: HashMap<i64, Vec<Record>> = HashMap::new();
+    let summary = visit_pool(path, opts, |r| {
+        by_problem.entry(r.problem_id).or_default().push(r);
+        Ok(())
+    })?;
+    let mut records = Vec::with_capacity(summary.n_records);
+    let mut groups = Vec::with_capacity(summary.problems.len());
+    for pid in &summary.problems {
+        let start = records.len();
+        records.extend(by_problem.remove(pid).unwrap_or_default());
+        groups.push((*pid, start, records.len()));
+    }
+    let index = records.iter().enumerate().map(|(i, r)| ((r.problem_id, r.candidate_id), i)).collect();
+    Ok(Pool { path: path.to_path_buf(), format: summary.format, records, groups, rejects: summary.rejects, index })
+}
+
+/// Where readers deliver entries: applies the duplicate check and the strict-or-skip policy.
+pub(super) struct Sink<F> {
+    skip_invalid: bool,
+    f: F,
+    seen: HashMap<(i64, i64), Origin>,
+    problem_seen: std::collections::HashSet<i64>,
+    problems: Vec<i64>,
+    rejects: Vec<Reject>,
+    n_records: usize,
+}
+
+impl<F: FnMut(Record) -> Result<()>> Sink<F> {
+    fn new(skip_invalid: bool, f: F) -> Self {
+        Sink {
+            skip_invalid,
+            f,
+            seen: HashMap::new(),
+            problem_seen: Default::default(),
+            problems: Vec::new(),
+            rejects: Vec::new(),
+            n_records: 0,
+        }
+    }
+
+    /// An entry that failed validation: an error, or a reject under `skip_invalid`.
+    pub(super) fn invalid(&mut self, origin: &Origin, invalid: Invalid) -> Result<()> {
+        if self.skip_invalid {
+            self.rejects.push(Reject::new(origin, invalid));
+            Ok(())
+        } else {
+            Err(invalid.at(origin))
+        }
+    }
+
+    /// A record that passed its format's checks.
+    pub(super) fn record(&mut self, r: Record) -> Result<()> {
+        let key = (r.problem_id, r.candidate_id);
+        if let Some(first) = self.seen.get(&key) {
+            let inv = Invalid::new(
+                "candidate_id",
+                format!(
+                    "duplicate (problem_id {}, candidate_id {}): first seen at {first}",
+                    r.problem_id, r.candidate_id
+                ),
+            );
+            let origin = r.origin.clone();
+            return self.invalid(&origin, inv);
+        }
+        self.seen.insert(key, r.origin.clone());
+        if self.problem_seen.insert(r.problem_id) {
+            self.problems.push(r.problem_id);
+        }
+        self.n_records += 1;
+        (self.f)(r)
+    }
+}

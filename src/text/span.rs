@@ -1,0 +1,349 @@
+//! Which tokens of a rendered chat are scored: the two conventions of the reference implementations
+//! (`../shared/REFERENCES.md`).
+//!
+//! - [`SpanMode::Turn`], the LARK authors' (`lark/score_lark.py`, `tokenise_record`): full = template(chat,
+//!   add_generation_prompt=False), prompt = template(chat without the assistant turn, add_generation_prompt=True),
+//!   both `tokenizer(text, truncation=True, max_length=M)`; scored = `[len(prompt), len(full))`, the whole
+//!   assistant turn with its end-of-turn marker and whatever the template writes after it; skipped when
+//!   `len(prompt) >= len(full) - 1`. Only lengths are used, so when the prompt's ids are not a prefix of the
+//!   full ids (a token merged across the boundary) the span is still taken by position, and flagged.
+//! - [`SpanMode::Content`], the RSR authors' (`rsr_cal.py`): ids = `apply_chat_template(chat, tokenize=True)`
+//!   (the rendering tokenised *without* added special tokens), truncated at M; scored = the tokens strictly
+//!   between the assistant header and the end marker, found by their token ids; with no end marker (truncated),
+//!   to the end. The end marker is not scored.
+
+use crate::backend::SeqRequest;
+use crate::error::{LarkError, Result};
+
+use super::tokenizer::Tokenizer;
+
+/// The reference scorers' truncation length.
+pub const DEFAULT_MAX_LEN: usize = 32768;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanMode {
+    /// The whole assistant turn, as the LARK authors score it (default).
+    #[default]
+    Turn,
+    /// Only the assistant content, as the RSR authors score it.
+    Content,
+}
+
+impl SpanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanMode::Turn => "turn",
+            SpanMode::Content => "content",
+        }
+    }
+}
+
+impl std::fmt::Display for SpanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SpanMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "turn" => Ok(SpanMode::Turn),
+            "content" => Ok(SpanMode::Content),
+            _ => Err(format!("unknown span mode `{s}` (turn, content)")),
+        }
+    }
+}
+
+/// Chat-template families whose assistant markers [`SpanMode::Content`] knows (the RSR authors' list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateFamily {
+    /// `<|im_start|>assistant\n` ... `<|im_end|>` (Qwen, SmolLM2).
+    ChatMl,
+    /// `<|start_header_id|>assistant<|end_header_id|>\n\n` ... `<|eot_id|>`.
+    Llama3,
+}
+
+impl TemplateFamily {
+    /// (assistant header, end marker) as text; their ids come from tokenising these, as `rsr_cal.py` does.
+    pub fn markers(self) -> (&'static str, &'static str) {
+        match self {
+            TemplateFamily::ChatMl => ("<|im_start|>assistant\n", "<|im_end|>"),
+            TemplateFamily::Llama3 => ("<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
+        }
+    }
+
+    /// The family whose marker tokens the tokenizer has and the template writes. `origin` names the template in
+    /// the error.
+    pub fn detect(tokenizer: &Tokenizer, template_source: &str, origin: &str) -> Result<Self> {
+        let has = |toks: &[&str]| {
+            toks.iter().all(|t| tokenizer.token_to_id(t).is_some()) && template_source.contains(toks[0])
+        };
+        let chatml = has(&["<|im_start|>", "<|im_end|>"]);
+        let llama3 = has(&["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]);
+        match (chatml, llama3) {
+            (true, false) => Ok(TemplateFamily::ChatMl),
+            (false, true) => Ok(TemplateFamily::Llama3),
+            (true, true) => Err(LarkError::Unsupported(format!(
+                "--span content: the chat template {origin} writes both ChatML and Llama 3 markers; cannot tell \
+                 which marks the assistant turn"
+            ))),
+            (false, false) => Err(LarkError::Unsupported(format!(
+                "--span content needs a ChatML (<|im_start|>/<|im_end|>) or Llama 3 \
+                 (<|start_header_id|>/<|eot_id|>) chat template with those special tokens in {}; {origin} is \
+                 neither (use --span turn)",
+                tokenizer.path().display()
+            ))),
+        }
+    }
+}
+
+/// A tokenised trajectory and its scored span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trajectory {
+    /// The whole (truncated) token sequence.
+    pub ids: Vec<u32>,
+    /// Positions `score_from..score_to` are scored, each with gold token `ids[t]`; `1 <= score_from < score_to`.
+    pub score_from: usize,
+    pub score_to: usize,
+    /// The sequence was cut at the maximum length.
+    pub truncated: bool,
+    /// Turn: length of the (truncated) tokenised prompt. Content: number of tokens before the content.
+    pub prompt_len: usize,
+    /// `ids.len()`.
+    pub full_len: usize,
+    /// Length of the full sequence before truncation.
+    pub untruncated_len: usize,
+    /// Turn: whether the prompt's ids are a prefix of the full ids (the span is positional either way, as in
+    /// the authors' code). Content: always true.
+    pub prompt_is_prefix: bool,
+    /// Content: assistant spans found before the scored (last) one, which `rsr_cal.py` would also have scored;
+    /// 0 for a well-formed single-turn chat. Turn: 0.
+    pub other_spans: usize,
+}
+
+impl Trajectory {
+    /// What the backend consumes: the ids up to the span's end (later tokens cannot influence it).
+    pub fn request(&self) -> SeqRequest<'_> {
+        SeqRequest { ids: &self.ids[..self.score_to], score_from: self.score_from }
+    }
+    pub fn n_scored(&self) -> usize {
+        self.score_to - self.score_from
+    }
+    /// The gold ids of the scored positions.
+    pub fn scored_ids(&self) -> &[u32] {
+        &self.ids[self.score_from..self.score_to]
+    }
+}
+
+/// Why a trajectory has no span to score. Reported with the record, never replaced by an invented score.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Turn: `len(prompt) >= len(full) - 1` after truncation (the LARK authors' rule): fewer than 2 tokens of
+    /// assistant turn, usually because truncation reached into the prompt.
+    PromptNotShorter { prompt_len: usize, full_len: usize, truncated: bool },
+    /// Content: no assistant header followed by at least one token in the (truncated) ids. Truncation before the
+    /// content, an empty content, or a content whose first token merged with the header's last.
+    NoAssistantContent { full_len: usize, truncated: bool },
+}
+
+impl SkipReason {
+    /// A short stable code for output files.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SkipReason::PromptNotShorter { .. } => "prompt_not_shorter",
+            SkipReason::NoAssistantContent { .. } => "no_assistant_content",
+        }
+    }
+    pub fn truncated(&self) -> bool {
+        match self {
+            SkipReason::PromptNotShorter { truncated, .. } | SkipReason::NoAssistantContent { truncated, .. } => {
+                *truncated
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cut = |t: bool| if t { " (truncated)" } else { "" };
+        match self {
+            SkipReason::PromptNotShorter { prompt_len, full_len, truncated } => write!(
+                f,
+                "prompt_not_shorter: {prompt_len} prompt tokens vs {full_len} tokens in all{}, fewer than 2 to score",
+                cut(*truncated)
+            ),
+            SkipReason::NoAssistantContent { full_len, truncated } => write!(
+                f,
+                "no_assistant_content: no assistant header followed by content in {full_len} tokens{}",
+                cut(*truncated)
+            ),
+        }
+    }
+}
+
+/// A trajectory ready to score, or the reason it is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    Ready(Trajectory),
+    Skipped(SkipReason),
+}
+
+impl Prepared {
+    pub fn ready(&self) -> Option<&Trajectory> {
+        match self {
+            Prepared::Ready(t) => Some(t),
+            Prepared::Skipped(_) => None,
+        }
+    }
+    pub fn into_ready(self) -> std::result::Result<Trajectory, SkipReason> {
+        match self {
+            Prepared::Ready(t) => Ok(t),
+            Prepared::Skipped(r) => Err(r),
+        }
+    }
+}
+
+/// [`SpanMode::Turn`] from the two renderings (module doc).
+pub fn turn_span(tokenizer: &Tokenizer, full_text: &str, prompt_text: &str, max_len: usize) -> Result<Prepared> {
+    let full = tokenizer.encode_with(full_text, true, Some(max_len))?;
+    let prompt = tokenizer.encode_with(prompt_text, true, Some(max_len))?;
+    let (prompt_len, full_len) = (prompt.ids.len(), full.ids.len());
+    let truncated = full.truncated();
+    if prompt_len + 1 >= full_len {
+        return Ok(Prepared::Skipped(SkipReason::PromptNotShorter { prompt_len, full_len, truncated }));
+    }
+    Ok(Prepared::Ready(Trajectory {
+        prompt_is_prefix: full.ids.starts_with(&prompt.ids),
+        ids: full.ids,
+        score_from: prompt_len,
+        score_to: full_len,
+        truncated,
+        prompt_len,
+        full_len,
+        untruncated_len: full.untruncated_len,
+        other_spans: 0,
+    }))
+}
+
+/// `rsr_utils._scan_response_positions` as ranges: every header .. end-marker span (to the end of `ids` when
+/// the end marker is missing), in order, empty ones dropped.
+pub fn scan_assistant_spans(ids: &[u32], header: &[u32], end: &[u32]) -> Vec<(usize, usize)> {
+    let (n, h, e) = (ids.len(), header.len(), end.len());
+    let mut spans = Vec::new();
+    if h == 0 {
+        return spans;
+    }
+    let mut i = 0;
+    while i + h <= n {
+        if ids[i..i + h] == *header {
+            let st = i + h;
+            let mut j = st;
+            let mut found_end = false;
+            while j + e <= n {
+                if e > 0 && ids[j..j + e] == *end {
+                    found_end = true;
+                    break;
+                }
+                j += 1;
+            }
+            let ed = if found_end { j } else { n };
+            if ed > st {
+                spans.push((st, ed));
+            }
+            i = if found_end { j + e } else { n };
+        } else {
+            i += 1;
+        }
+    }
+    spans
+}
+
+/// [`SpanMode::Content`] from the full rendering (module doc). The last non-empty assistant span is scored; a
+/// validated chat has exactly one.
+pub fn content_span(
+    tokenizer: &Tokenizer,
+    family: TemplateFamily,
+    full_text: &str,
+    max_len: usize,
+) -> Result<Prepared> {
+    let (header_text, end_text) = family.markers();
+    let header = tokenizer.encode_plain(header_text)?;
+    let end = tokenizer.encode_plain(end_text)?;
+    let full = tokenizer.encode_with(full_text, false, Some(max_len))?;
+    let truncated = full.truncated();
+    let spans = scan_assistant_spans(&full.ids, &header, &end);
+    let Some(&(from, to)) = spans.last() else {
+        return Ok(Prepared::Skipped(SkipReason::NoAssistantContent { full_len: full.ids.len(), truncated }));
+    };
+    Ok(Prepared::Ready(Trajectory {
+        score_from: from,
+        score_to: to,
+        truncated,
+        prompt_len: from,
+        full_len: full.ids.len(),
+        untruncated_len: full.untruncated_len,
+        prompt_is_prefix: true,
+        other_spans: spans.len() - 1,
+        ids: full.ids,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_matches_rsr_reference() {
+        // header = [1, 2], end = [3]
+        let h = [1, 2];
+        let e = [3];
+        assert_eq!(scan_assistant_spans(&[0, 1, 2, 5, 6, 3, 9], &h, &e), vec![(3, 5)]);
+        // No end marker: to the end of the sequence.
+        assert_eq!(scan_assistant_spans(&[0, 1, 2, 5, 6], &h, &e), vec![(3, 5)]);
+        // Empty span (header then end, or header at the very end) is dropped.
+        assert_eq!(scan_assistant_spans(&[1, 2, 3, 1, 2], &h, &e), Vec::<(usize, usize)>::new());
+        // Two turns.
+        assert_eq!(scan_assistant_spans(&[1, 2, 7, 3, 0, 1, 2, 8, 8, 3], &h, &e), vec![(2, 3), (7, 9)]);
+        // A header inside a span is content (the scan resumes after the end marker).
+        assert_eq!(scan_assistant_spans(&[1, 2, 1, 2, 4, 3], &h, &e), vec![(2, 5)]);
+        assert!(scan_assistant_spans(&[1, 2, 3], &[], &e).is_empty());
+    }
+
+    #[test]
+    fn span_mode_parses() {
+        assert_eq!("turn".parse::<SpanMode>().unwrap(), SpanMode::Turn);
+        assert_eq!("content".parse::<SpanMode>().unwrap(), SpanMode::Content);
+        assert!("all".parse::<SpanMode>().is_err());
+        assert_eq!(SpanMode::default().to_string(), "turn");
+    }
+
+    #[test]
+    fn request_cuts_at_span_end() {
+        let t = Trajectory {
+            ids: vec![5, 6, 7, 8, 9],
+            score_from: 2,
+            score_to: 4,
+            truncated: false,
+            prompt_len: 2,
+            full_len: 5,
+            untruncated_len: 5,
+            prompt_is_prefix: true,
+            other_spans: 0,
+        };
+        let r = t.request();
+        assert_eq!(r.ids, &[5, 6, 7, 8]);
+        assert_eq!(r.score_from, 2);
+        assert_eq!(r.n_scored(), 2);
+        assert_eq!(t.scored_ids(), &[7, 8]);
+    }
+
+    #[test]
+    fn skip_reasons_print_their_code() {
+        let r = SkipReason::PromptNotShorter { prompt_len: 8, full_len: 8, truncated: true };
+        assert_eq!(r.code(), "prompt_not_shorter");
+        assert!(r.to_string().starts_with("prompt_not_shorter: 8 prompt tokens"));
+        assert!(r.truncated());
+    }
+}
