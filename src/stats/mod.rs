@@ -175,13 +175,19 @@ fn vocab_stats_row_body(logits: &[f32], gold: u32, opts: &StatsOptions) -> Token
             }
             m = bm as f64;
         }
+        // Terms at the running max (x = 0, p = 1 exactly) are counted apart: added to the f32 lanes they would
+        // swallow the low digits of the small tail terms, which is all the information when one token
+        // dominates (entropy ~1e-4 needs s − 1 to ~1e-8).
         let mf = m as f32;
         let (mut ls, mut ls2, mut le) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        let mut at_max = [0u32; LANES];
         let mut it = block.chunks_exact(LANES);
         for c in &mut it {
             for l in 0..LANES {
                 let x = c[l] - mf;
-                let p = exp_neg_f32(x);
+                let top = x == 0.0;
+                let p = if top { 0.0 } else { exp_neg_f32(x) };
+                at_max[l] += top as u32;
                 ls[l] += p;
                 ls2[l] += p * p;
                 le[l] += p * x;
@@ -189,13 +195,18 @@ fn vocab_stats_row_body(logits: &[f32], gold: u32, opts: &StatsOptions) -> Token
         }
         for &z in it.remainder() {
             let x = z - mf;
+            if x == 0.0 {
+                at_max[0] += 1;
+                continue;
+            }
             let p = exp_neg_f32(x);
             ls[0] += p;
             ls2[0] += p * p;
             le[0] += p * x;
         }
-        s += ls.iter().map(|&v| v as f64).sum::<f64>();
-        s2 += ls2.iter().map(|&v| v as f64).sum::<f64>();
+        let ones = at_max.iter().sum::<u32>() as f64;
+        s += ones + ls.iter().map(|&v| v as f64).sum::<f64>();
+        s2 += ones + ls2.iter().map(|&v| v as f64).sum::<f64>();
         e += le.iter().map(|&v| v as f64).sum::<f64>();
     }
     finish(m, s, s2, e, zg, greater, logits, gold, opts)
@@ -264,6 +275,19 @@ mod tests {
                 assert!(got.topk_brier.is_nan());
             }
         }
+    }
+
+    #[test]
+    fn dominant_token_keeps_entropy_precision() {
+        // One logit far above the rest: entropy ~1e-4 lives in the tails' low digits.
+        let mut rng = crate::model::random::SplitMix(9);
+        let mut logits: Vec<f32> = (0..49152).map(|_| rng.next_f32()).collect();
+        logits[777] = 21.0;
+        let got = vocab_stats_row(&logits, 777, &StatsOptions::default());
+        let want = vocab_stats_row_reference(&logits, 777, &StatsOptions::default());
+        assert!(want.entropy < 1e-3 && want.entropy > 0.0, "{}", want.entropy);
+        assert!(((got.entropy - want.entropy) / want.entropy).abs() < 1e-5, "{} vs {}", got.entropy, want.entropy);
+        assert!((got.logprob - want.logprob).abs() < 1e-7);
     }
 
     #[test]
