@@ -30,6 +30,14 @@ pub trait Backend: Send {
     fn describe(&self) -> String;
     /// Statistics for every scored position of every sequence, in order. A batch may mix lengths.
     fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>>;
+    /// How many tokens one `score` call should carry (packed), sized from free memory where the backend knows.
+    fn batch_token_budget(&self) -> usize {
+        16384
+    }
+    /// Peak device memory used so far, where the backend tracks it.
+    fn peak_memory_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Which backend the user asked for (`--device`).

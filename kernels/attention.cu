@@ -1,0 +1,377 @@
+// Causal grouped-query attention over a packed batch of variable-length sequences (flash-attention-2 style).
+//
+// Layout (row-major bf16, all device pointers 16-byte aligned):
+//   q, out [T_total, num_heads,    head_dim]
+//   k, v   [T_total, num_kv_heads, head_dim]
+//   cu_seqlens int32[num_seqs + 1]: sequence s owns tokens cu_seqlens[s] .. cu_seqlens[s+1]-1.
+// Query position i of a sequence attends to keys 0..=i of the same sequence; head h reads kv head
+// h / (num_heads / num_kv_heads).
+//
+// The math, for one query row q_i and its keys k_0..k_i (c = softmax_scale):
+//   out_i = Σ_j p_j v_j / Σ_j p_j,   p_j = exp(c q_i·k_j − M)   for any constant M.
+// Keys are visited in tiles of 64. A running maximum m (of c q·k, kept in log2 units: everything is multiplied by
+// log2 e so that exp becomes exp2), a running denominator l and an unnormalised accumulator o are kept per row;
+// when a new tile raises the maximum from m to m', the old l and o are multiplied by 2^(m − m') before the tile's
+// terms 2^(s − m') are added. At the end out = o / l. Scores, l and o are fp32; P is rounded to bf16 only as the
+// operand of the P·V product (as flash-attention does). No score matrix is ever stored outside registers.
+//
+// Tensor cores: mma.sync m16n8k16 (bf16 in, fp32 accumulate), operands fetched from shared memory with ldmatrix.
+// Each block: 64 query rows of one (sequence, head), 4 warps of 16 rows each. Its query tile starts at a multiple of
+// 64 within its sequence, and key tiles start at the same multiples, so only the last key tile (the diagonal one)
+// needs the causal mask; key tiles past it are never loaded.
+//
+// Work list: the host builds a tile table (tile_seq[t], tile_start[t]) = (sequence, first query position within it)
+// for every 64-row query tile of every non-empty sequence, heaviest (largest start) first. Block b handles tile
+// b / num_heads, head b % num_heads: heads sharing a kv head run side by side (K/V reuse in L2) and the longest
+// tiles are scheduled first (less tail imbalance). Grid = num_tiles * num_heads blocks of 128 threads.
+//
+// attention_varlen_generic is the slow, simple fallback for any head_dim ≤ 256: one warp per (query row, head),
+// scalar fp32 online softmax over the keys.
+
+#include "common.cuh"
+
+namespace {
+
+constexpr int ATT_BR = 64;       // query rows per block
+constexpr int ATT_BC = 64;       // keys per iteration
+constexpr int ATT_THREADS = 128; // 4 warps x 16 query rows
+constexpr float LOG2E = 1.4426950408889634f;
+
+// The PTX helpers. Under LARK_EMULATE (the host-side warp emulator in kernels/emu/) the same functions come from
+// kernels/emu/emu.h instead, which implements them from the PTX ISA's definitions of the fragment layouts.
+#ifndef LARK_EMULATE
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy that bypasses L1 (cp.async.cg only exists for 16 bytes).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem)),
+                 "l"(__cvta_generic_to_global(gmem))
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Wait until at most N of this thread's committed groups are still pending.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8x8 b16 matrices; lane L supplies the address of row (L % 8) of matrix (L / 8). Register j of lane L receives
+// row L/4, columns 2(L%4), 2(L%4)+1 of matrix j (with .trans: column L/4, rows 2(L%4), 2(L%4)+1).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_u32(p))
+                 : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                                  const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_u32(p))
+                 : "memory");
+}
+
+// D = A(16x16, row) * B(16x8, col) + D, bf16 inputs, fp32 accumulators. With g = lane/4, t = lane%4:
+//   a0: (row g,   k 2t..2t+1)   a1: (row g+8, k 2t..2t+1)   a2: (row g, k 2t+8..)   a3: (row g+8, k 2t+8..)
+//   b0: (k 2t..2t+1, col g)     b1: (k 2t+8..2t+9, col g)
+//   d0,d1: (row g, col 2t, 2t+1)                           d2,d3: (row g+8, col 2t, 2t+1)
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif  // LARK_EMULATE
+
+template <int HD>
+__device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                               const bf16* __restrict__ v, bf16* __restrict__ out,
+                                               const int* __restrict__ cu_seqlens, int num_seqs,
+                                               const int* __restrict__ tile_seq, const int* __restrict__ tile_start,
+                                               int num_tiles, int num_heads, int num_kv_heads, float softmax_scale) {
+    static_assert(HD % 16 == 0 && HD >= 16 && HD <= 256, "head_dim must be a multiple of 16, at most 256");
+    constexpr int SROW = HD + 8;       // padded shared row (elements): 16-byte aligned, consecutive rows 4 banks apart
+    constexpr int CHUNKS = HD / 8;     // 16-byte chunks per row
+    constexpr int KSTEPS = HD / 16;    // k-steps of Q·K^T
+    constexpr int DTILES = HD / 8;     // 8-column tiles of the output
+    constexpr int STILES = ATT_BC / 8; // 8-key tiles of the scores
+
+    // Two tiles of 64 rows: 18 KB (HD 64) or 34 KB (HD 128) of static shared memory.
+    __shared__ __align__(16) bf16 sK[ATT_BC * SROW];
+    __shared__ __align__(16) bf16 sV[ATT_BC * SROW];  // also holds the Q tile before the key loop
+
+    // Everything below up to the first barrier depends only on blockIdx and the arguments: the early returns
+    // are uniform over the block.
+    if (blockDim.x != ATT_THREADS || num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return;
+    const int tile = static_cast<int>(blockIdx.x / static_cast<unsigned>(num_heads));
+    const int head = static_cast<int>(blockIdx.x % static_cast<unsigned>(num_heads));
+    if (tile >= num_tiles) return;
+    const int seq = tile_seq[tile];
+    if (seq < 0 || seq >= num_seqs) return;
+    const int seq_begin = cu_seqlens[seq];
+    const int seq_len = cu_seqlens[seq + 1] - seq_begin;
+    const int q0 = tile_start[tile];
+    if (q0 < 0 || q0 >= seq_len || q0 % ATT_BR != 0) return;
+
+    const int tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int kv_head = head / (num_heads / num_kv_heads);
+    const long long q_stride = static_cast<long long>(num_heads) * HD;
+    const long long kv_stride = static_cast<long long>(num_kv_heads) * HD;
+    const bf16* qbase = q + static_cast<long long>(seq_begin) * q_stride + static_cast<long long>(head) * HD;
+    const bf16* kbase = k + static_cast<long long>(seq_begin) * kv_stride + static_cast<long long>(kv_head) * HD;
+    const bf16* vbase = v + static_cast<long long>(seq_begin) * kv_stride + static_cast<long long>(kv_head) * HD;
+
+    // Rows r0 .. r0+63 of a [seq_len, stride] matrix into a padded shared tile. Rows at or past the end of the
+    // sequence are zero-filled, never read: they belong to the next sequence or lie past the buffer.
+    auto load_tile = [&](bf16* dst, const bf16* base, long long stride, int r0) {
+        for (int c = tid; c < ATT_BC * CHUNKS; c += ATT_THREADS) {
+            const int r = c / CHUNKS, cc = c % CHUNKS;
+            bf16* d = dst + r * SROW + cc * 8;
+            if (r0 + r < seq_len) {
+                cp_async16(d, base + static_cast<long long>(r0 + r) * stride + cc * 8);
+            } else {
+                *reinterpret_cast<uint4*>(d) = make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+    };
+
+    // Q tile -> registers, as A fragments: warp w owns query rows 16w .. 16w+15 of the tile.
+    load_tile(sV, qbase, q_stride, q0);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    uint32_t qf[KSTEPS][4];
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+        // matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3
+        const bf16* p = sV + (warp * 16 + (lane & 15)) * SROW + kk * 16 + (lane >> 4) * 8;
+        ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], p);
+    }
+    __syncthreads();  // sV is about to receive V tiles
+
+    const int n_ktiles = q0 / ATT_BC + 1;  // key tiles 0 .. the diagonal one
+    const float sl2 = softmax_scale * LOG2E;
+
+    float o[DTILES][4];
+#pragma unroll
+    for (int dt = 0; dt < DTILES; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float m_run[2] = {LARK_NEG_INF, LARK_NEG_INF};  // rows g and g+8 of this warp, log2 units
+    float l_run[2] = {0.f, 0.f};                    // this thread's share of the row sums
+
+    // Pipeline: K_{j+1} streams in while softmax and P·V of tile j run; V_{j+1} while the next Q·K^T runs.
+    // One commit group per tile load (possibly empty), so wait_group 1 always means "all but the newest".
+    load_tile(sK, kbase, kv_stride, 0);
+    cp_async_commit();
+    load_tile(sV, vbase, kv_stride, 0);
+    cp_async_commit();
+
+    for (int j = 0; j < n_ktiles; ++j) {
+        cp_async_wait<1>();  // K_j has landed (V_j may still be in flight)
+        __syncthreads();
+
+        // S = Q K_j^T for this warp's 16 rows x 64 keys.
+        float s[STILES][4];
+#pragma unroll
+        for (int nt = 0; nt < STILES; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+#pragma unroll
+            for (int np = 0; np < STILES / 2; ++np) {
+                // B = K^T: b0/b1 of key tile n are K[keys 8n..8n+7][dims 16kk..+7 / 16kk+8..+15], rows of sK as
+                // stored. Matrices 0..3 = (keys 16np+0-7, k lo), (keys 16np+0-7, k hi), (+8-15, k lo), (+8-15, k hi).
+                const int key = np * 16 + ((lane >> 4) << 3) + (lane & 7);
+                const int dim = kk * 16 + ((lane >> 3) & 1) * 8;
+                uint32_t b0, b1, b2, b3;
+                ldmatrix_x4(b0, b1, b2, b3, sK + key * SROW + dim);
+                mma_16816(s[2 * np], qf[kk], b0, b1);
+                mma_16816(s[2 * np + 1], qf[kk], b2, b3);
+            }
+        }
+        __syncthreads();  // every warp is done with sK
+        if (j + 1 < n_ktiles) load_tile(sK, kbase, kv_stride, (j + 1) * ATT_BC);
+        cp_async_commit();
+
+        // Scale into log2 units; on the diagonal tile mask keys after the query (and past the sequence end).
+        const bool diag = (j == n_ktiles - 1);
+#pragma unroll
+        for (int nt = 0; nt < STILES; ++nt) {
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                float x = s[nt][c] * sl2;
+                if (diag) {
+                    const int qpos = q0 + warp * 16 + g + ((c >> 1) << 3);
+                    const int kpos = j * ATT_BC + nt * 8 + 2 * t + (c & 1);
+                    if (kpos > qpos || kpos >= seq_len) x = LARK_NEG_INF;
+                }
+                s[nt][c] = x;
+            }
+        }
+
+        // Online softmax, rows g (r = 0: accumulator slots 0,1) and g+8 (r = 1: slots 2,3). A row's 64 scores
+        // sit in the 4 lanes of a quad (same g), so the row maximum is a quad reduction.
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float mx = LARK_NEG_INF;
+#pragma unroll
+            for (int nt = 0; nt < STILES; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[r], mx);
+            // Every row sees at least key 0 in tile 0, so m_new is finite; the guard keeps a fully masked row
+            // at zeros instead of NaN (−inf − −inf) should that ever change.
+            const float m_use = (m_new == LARK_NEG_INF) ? 0.f : m_new;
+            const float alpha = exp2f(m_run[r] - m_use);  // 0 on the first tile (m_run = −inf)
+            m_run[r] = m_new;
+            l_run[r] *= alpha;
+#pragma unroll
+            for (int dt = 0; dt < DTILES; ++dt) {
+                o[dt][2 * r] *= alpha;
+                o[dt][2 * r + 1] *= alpha;
+            }
+            float rs = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < STILES; ++nt) {
+                s[nt][2 * r] = exp2f(s[nt][2 * r] - m_use);  // masked: exp2(−inf) = 0
+                s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - m_use);
+                rs += s[nt][2 * r] + s[nt][2 * r + 1];
+            }
+            l_run[r] += rs;
+        }
+
+        cp_async_wait<1>();  // V_j has landed (K_{j+1} may still be in flight)
+        __syncthreads();
+
+        // O += P V_j. The score accumulators of key tiles 2kk, 2kk+1 are exactly the A fragment of k-step kk.
+#pragma unroll
+        for (int kk = 0; kk < ATT_BC / 16; ++kk) {
+            uint32_t a[4];
+            a[0] = lark_pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = lark_pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = lark_pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = lark_pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < DTILES / 2; ++dp) {
+                // B = V: b0/b1 of dim tile n are V[keys 16kk+0..7 / +8..15][dims 8n..8n+7], loaded transposed.
+                // Matrices 0..3 = (keys lo, dims 16dp+0-7), (keys hi, same), (keys lo, dims +8-15), (keys hi, same).
+                const int key = kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+                const int dim = dp * 16 + (lane >> 4) * 8;
+                uint32_t b0, b1, b2, b3;
+                ldmatrix_x4_trans(b0, b1, b2, b3, sV + key * SROW + dim);
+                mma_16816(o[2 * dp], a, b0, b1);
+                mma_16816(o[2 * dp + 1], a, b2, b3);
+            }
+        }
+        __syncthreads();  // every warp is done with sV
+        if (j + 1 < n_ktiles) load_tile(sV, vbase, kv_stride, (j + 1) * ATT_BC);
+        cp_async_commit();
+    }
+    cp_async_wait<0>();  // only empty groups remain; leave nothing in flight
+
+    // out = o / l, rows past the end of the sequence are not written.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float l = l_run[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = (l > 0.f) ? 1.f / l : 0.f;
+        const int qpos = q0 + warp * 16 + g + 8 * r;
+        if (qpos < seq_len) {
+            bf16* orow = out + static_cast<long long>(seq_begin + qpos) * q_stride + static_cast<long long>(head) * HD;
+#pragma unroll
+            for (int dt = 0; dt < DTILES; ++dt) {
+                *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * t) =
+                    lark_pack_bf16x2(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+#define LARK_ATTENTION_ENTRY(NAME, HD)                                                                              \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                                       \
+        NAME(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,                   \
+             bf16* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs,                             \
+             const int* __restrict__ tile_seq, const int* __restrict__ tile_start, int num_tiles, int num_heads,   \
+             int num_kv_heads, float softmax_scale) {                                                              \
+        attention_tile<HD>(q, k, v, out, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads,        \
+                           num_kv_heads, softmax_scale);                                                            \
+    }
+
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64, 64)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128)
+
+// Fallback for any head_dim in 1..=256: warp w of the grid handles query token w / num_heads, head w % num_heads.
+// Lane l owns dims l, l+32, ...; each score is a warp sum; plain fp32 online softmax with expf.
+// Grid: ceil(T_total * num_heads / 4) blocks of 128 threads (T_total = cu_seqlens[num_seqs]).
+extern "C" __global__ void __launch_bounds__(128)
+    attention_varlen_generic(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                             bf16* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs, int num_heads,
+                             int num_kv_heads, int head_dim, float softmax_scale) {
+    constexpr int MAXD = 256, PER = MAXD / 32;
+    if (head_dim < 1 || head_dim > MAXD || num_seqs < 1 || num_heads <= 0 || num_kv_heads <= 0 ||
+        num_heads % num_kv_heads != 0)
+        return;
+    const int lane = threadIdx.x & 31;
+    const long long gw = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    const long long total = cu_seqlens[num_seqs];
+    const long long row = gw / num_heads;  // warp-uniform: the early return keeps whole warps
+    const int head = static_cast<int>(gw % num_heads);
+    if (row >= total) return;
+
+    // The sequence holding `row`: the largest s with cu_seqlens[s] <= row (skips empty sequences).
+    int lo = 0, hi = num_seqs - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (cu_seqlens[mid] <= row) lo = mid;
+        else hi = mid - 1;
+    }
+    const long long begin = cu_seqlens[lo];
+    const long long pos = row - begin;
+    const int kv_head = head / (num_heads / num_kv_heads);
+    const long long q_stride = static_cast<long long>(num_heads) * head_dim;
+    const long long kv_stride = static_cast<long long>(num_kv_heads) * head_dim;
+
+    const bf16* qrow = q + row * q_stride + static_cast<long long>(head) * head_dim;
+    float qv[PER], acc[PER];
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        const int d = lane + 32 * i;
+        qv[i] = (d < head_dim) ? __bfloat162float(qrow[d]) * softmax_scale : 0.f;
+        acc[i] = 0.f;
+    }
+    float m = LARK_NEG_INF, l = 0.f;
+    for (long long j = 0; j <= pos; ++j) {
+        const long long kv_off = (begin + j) * kv_stride + static_cast<long long>(kv_head) * head_dim;
+        const bf16* krow = k + kv_off;
+        const bf16* vrow = v + kv_off;
+        float dot = 0.f;
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int d = lane + 32 * i;
+            if (d < head_dim) dot += qv[i] * __bfloat162float(krow[d]);
+        }
+        dot = lark_warp_sum(dot);
+        const float m_new = fmaxf(m, dot);
+        const float corr = expf(m - m_new);  // 0 for the first key (m = −inf)
+        const float p = expf(dot - m_new);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int d = lane + 32 * i;
+            if (d < head_dim) acc[i] = acc[i] * corr + p * __bfloat162float(vrow[d]);
+        }
+        m = m_new;
+    }
+    const float inv = (l > 0.f) ? 1.f / l : 0.f;
+    bf16* orow = out + row * q_stride + static_cast<long long>(head) * head_dim;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        const int d = lane + 32 * i;
+        if (d < head_dim) orow[d] = __float2bfloat16(acc[i] * inv);
+    }
+}

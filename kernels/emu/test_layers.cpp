@@ -1,0 +1,184 @@
+// Host-side checks of kernels/{embedding,norm,rope,activation}.cu under the warp emulator (emu.h, see KERNELS.md),
+// against fp64 references written here from the definitions. Run by `cargo test --test cuda_build` when g++ is
+// present (tests/cuda_build.rs), or by hand:
+//   g++ -std=c++17 -O2 -fno-strict-aliasing -DLARK_EMULATE -I kernels/emu/fake -I kernels
+//       -include kernels/emu/emu.h -o /tmp/test_layers kernels/emu/test_layers.cpp && /tmp/test_layers
+// Inputs live in guarded pages (an out-of-bounds read faults) and outputs start as 0xFF bytes (NaN), so an element
+// a kernel does not write fails the comparison. Covers the vectorised and the scalar paths of each kernel.
+
+#include <cmath>
+#include <cuda_bf16.h>
+
+// Vector types and intrinsics these kernels use beyond what emu.h provides.
+#ifndef LARK_EMU_HAS_VEC2
+#define LARK_EMU_HAS_VEC2
+struct uint2 { unsigned x, y; };
+struct float2 { float x, y; };
+inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+inline float2 make_float2(float a, float b) { return float2{a, b}; }
+inline float2 __bfloat1622float2(__nv_bfloat162 v) { return float2{__bfloat162float(v.x), __bfloat162float(v.y)}; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+#endif
+
+#include <sys/mman.h>
+#include <unistd.h>
+#include <random>
+#include <vector>
+#include "../common.cuh"
+#include "../embedding.cu"
+#include "../norm.cu"
+#include "../rope.cu"
+#include "../activation.cu"
+
+static int fails = 0;
+#define CHECK(c, ...) do { if (!(c)) { fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); ++fails; } } while (0)
+
+template <class T> static T* guarded(size_t n) {
+    const size_t page = sysconf(_SC_PAGESIZE);
+    const size_t bytes = ((n * sizeof(T) + 15) / 16) * 16;
+    const size_t pages = (bytes + page - 1) / page + 1;
+    void* base = mmap(nullptr, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char* guard = (char*)base + (pages - 1) * page;
+    mprotect(guard, page, PROT_NONE);
+    T* p = reinterpret_cast<T*>(guard - bytes);
+    memset((void*)p, 0xFF, bytes);
+    return p;
+}
+static std::mt19937_64 rng(42);
+static float U(float s) { return s * (std::uniform_real_distribution<float>(-1, 1)(rng)); }
+static float bfr(float x) { return __bfloat162float(__float2bfloat16(x)); }
+static double relerr(const std::vector<double>& got, const std::vector<double>& want) {
+    double n = 0, d = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        if (!std::isfinite(got[i])) return INFINITY;
+        n += (got[i] - want[i]) * (got[i] - want[i]);
+        d += want[i] * want[i];
+    }
+    return std::sqrt(n) / std::max(std::sqrt(d), 1e-30);
+}
+
+static void test_embedding(int T, int H, int V) {
+    bf16* table = guarded<bf16>((size_t)V * H);
+    int* ids = guarded<int>(T);
+    float* out = guarded<float>((size_t)T * H);
+    std::vector<double> want((size_t)T * H), got((size_t)T * H);
+    for (size_t i = 0; i < (size_t)V * H; ++i) table[i] = __float2bfloat16(U(1));
+    for (int t = 0; t < T; ++t) ids[t] = t == 0 ? V - 1 : rng() % V;
+    if (T > 2) ids[1] = V;  // out of range -> NaN row
+    emu::launch(dim3{(unsigned)T}, dim3{128}, [&] { embedding_gather_bf16(ids, table, out, T, H, V); });
+    for (int t = 0; t < T; ++t)
+        for (int j = 0; j < H; ++j) {
+            if (T > 2 && t == 1) { CHECK(std::isnan(out[(size_t)t * H + j]), "embedding bad id not NaN"); continue; }
+            CHECK(out[(size_t)t * H + j] == __bfloat162float(table[(size_t)ids[t] * H + j]), "embedding T=%d H=%d t=%d j=%d", T, H, t, j);
+        }
+    printf("embedding T=%d H=%d V=%d ok\n", T, H, V);
+}
+
+static void test_norm(int T, int H, bool delta_on, bool bias_on, int gather, float eps) {
+    float* x = guarded<float>((size_t)T * H);
+    bf16* delta = guarded<bf16>((size_t)T * H);
+    float* bias = guarded<float>(H);
+    float* w = guarded<float>(H);
+    int n = gather ? gather : T;
+    int* rows = guarded<int>(n);
+    bf16* y = guarded<bf16>((size_t)n * H);
+    std::vector<float> x0((size_t)T * H);
+    for (size_t i = 0; i < (size_t)T * H; ++i) { x[i] = x0[i] = U(4); delta[i] = __float2bfloat16(U(2)); }
+    for (int j = 0; j < H; ++j) { bias[j] = U(0.5); w[j] = 1 + U(0.3); }
+    for (int r = 0; r < n; ++r) rows[r] = gather ? (int)(rng() % T) : r;
+    int write_x = gather ? 0 : 1;
+    emu::launch(dim3{(unsigned)n}, dim3{256}, [&] {
+        rmsnorm_residual_bf16(x, delta_on ? delta : nullptr, bias_on ? bias : nullptr, w, y, gather ? rows : nullptr, n, H, eps, write_x);
+    });
+    std::vector<double> gy, wy;
+    for (int r = 0; r < n; ++r) {
+        int i = rows[r];
+        std::vector<double> v(H);
+        double ss = 0;
+        for (int j = 0; j < H; ++j) {
+            float a = x0[(size_t)i * H + j];
+            if (delta_on) a += __bfloat162float(delta[(size_t)i * H + j]);
+            if (bias_on) a += bias[j];
+            v[j] = a; ss += (double)a * a;
+            if (write_x) CHECK(x[(size_t)i * H + j] == a, "norm x update T=%d H=%d", T, H);
+            else CHECK(x[(size_t)i * H + j] == x0[(size_t)i * H + j], "norm x touched");
+        }
+        double inv = 1 / std::sqrt(ss / H + eps);
+        for (int j = 0; j < H; ++j) { wy.push_back(v[j] * inv * w[j]); gy.push_back(__bfloat162float(y[(size_t)r * H + j])); }
+    }
+    double e = relerr(gy, wy);
+    CHECK(e < 4e-3, "norm T=%d H=%d rel %g", T, H, e);
+    printf("rmsnorm T=%d H=%d delta=%d bias=%d gather=%d rel=%.2e\n", T, H, delta_on, bias_on, gather, e);
+}
+
+static void test_rope(std::vector<int> pos, int H, int Hkv, int D, bool bias_on, double theta) {
+    int T = pos.size(), W = (H + 2 * Hkv) * D, half = D / 2;
+    bf16* qkv = guarded<bf16>((size_t)T * W);
+    float* bias = guarded<float>(W);
+    int* p = guarded<int>(T);
+    float* inv = guarded<float>(half);
+    bf16* q = guarded<bf16>((size_t)T * H * D);
+    bf16* k = guarded<bf16>((size_t)T * Hkv * D);
+    bf16* v = guarded<bf16>((size_t)T * Hkv * D);
+    for (size_t i = 0; i < (size_t)T * W; ++i) qkv[i] = __float2bfloat16(U(3));
+    for (int j = 0; j < W; ++j) bias[j] = U(0.5);
+    for (int t = 0; t < T; ++t) p[t] = pos[t];
+    for (int i = 0; i < half; ++i) inv[i] = (float)(1.0 / std::pow(theta, 2.0 * i / D));
+    emu::launch(dim3{(unsigned)T}, dim3{128}, [&] { rope_qkv_split_bf16(qkv, bias_on ? bias : nullptr, p, inv, q, k, v, T, H, Hkv, D); });
+    std::vector<double> got, want;
+    for (int t = 0; t < T; ++t) {
+        auto a = [&](int c) { return (double)__bfloat162float(qkv[(size_t)t * W + c]) + (bias_on ? bias[c] : 0.0); };
+        for (int h = 0; h < H + Hkv; ++h)
+            for (int i = 0; i < half; ++i) {
+                double ang = (double)((float)pos[t] * inv[i]);
+                double x0 = a(h * D + i), x1 = a(h * D + i + half);
+                bf16* dst = h < H ? q + ((size_t)t * H + h) * D : k + ((size_t)t * Hkv + h - H) * D;
+                want.push_back(x0 * std::cos(ang) - x1 * std::sin(ang)); got.push_back(__bfloat162float(dst[i]));
+                want.push_back(x1 * std::cos(ang) + x0 * std::sin(ang)); got.push_back(__bfloat162float(dst[i + half]));
+            }
+        for (int j = 0; j < Hkv * D; ++j) { want.push_back(a((H + Hkv) * D + j)); got.push_back(__bfloat162float(v[(size_t)t * Hkv * D + j])); }
+    }
+    double e = relerr(got, want);
+    CHECK(e < 4e-3, "rope rel %g", e);
+    printf("rope T=%d H=%d Hkv=%d D=%d bias=%d rel=%.2e\n", T, H, Hkv, D, bias_on, e);
+}
+
+static void test_swiglu(int T, int I, bool bias_on, int blocks) {
+    bf16* gu = guarded<bf16>((size_t)T * 2 * I);
+    float* bias = guarded<float>(2 * I);
+    bf16* out = guarded<bf16>((size_t)T * I);
+    for (size_t i = 0; i < (size_t)T * 2 * I; ++i) gu[i] = __float2bfloat16(U(6));
+    for (int j = 0; j < 2 * I; ++j) bias[j] = U(0.5);
+    emu::launch(dim3{(unsigned)blocks}, dim3{256}, [&] { swiglu_bf16(gu, bias_on ? bias : nullptr, out, T, I); });
+    std::vector<double> got, want;
+    for (int t = 0; t < T; ++t)
+        for (int j = 0; j < I; ++j) {
+            double g = __bfloat162float(gu[(size_t)t * 2 * I + j]) + (bias_on ? bias[j] : 0.0);
+            double u = __bfloat162float(gu[(size_t)t * 2 * I + I + j]) + (bias_on ? bias[I + j] : 0.0);
+            want.push_back(g / (1 + std::exp(-g)) * u); got.push_back(__bfloat162float(out[(size_t)t * I + j]));
+        }
+    double e = relerr(got, want);
+    CHECK(e < 4e-3, "swiglu rel %g", e);
+    printf("swiglu T=%d I=%d bias=%d blocks=%d rel=%.2e\n", T, I, bias_on, blocks, e);
+}
+
+int main() {
+    test_embedding(1, 48, 301);
+    test_embedding(7, 37, 301);
+    test_embedding(20, 576, 1000);
+    test_norm(1, 576, true, false, 0, 1e-5f);
+    test_norm(5, 37, true, true, 0, 1e-6f);
+    test_norm(3, 4096, true, true, 0, 1e-6f);
+    test_norm(4, 3584, false, false, 0, 1e-6f);
+    test_norm(20, 576, true, true, 9, 1e-5f);
+    test_norm(6, 18, true, false, 6, 1e-6f);
+    test_rope({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
+    test_rope({0, 1, 2, 3}, 12, 2, 128, false, 1e6);
+    test_rope({0, 1, 7, 40000}, 3, 1, 10, true, 1e4);
+    test_swiglu(1, 83, true, 1);
+    test_swiglu(3, 1, false, 1);
+    test_swiglu(5, 300, false, 2);
+    test_swiglu(4, 301, true, 3);
+    printf(fails ? "FAILED %d\n" : "all ok\n", fails);
+    return fails != 0;
+}

@@ -1,0 +1,70 @@
+// Rotary position embedding fused with the q/k/v bias and the split of the fused QKV projection output.
+//
+// For token t at position p = positions[t] (restarting at 0 for every sequence of the packed batch), with
+// a = qkv[t, :] + bias (fp32):
+//   q[t, h, :] = rope(a[h·D : (h+1)·D], p)                   h < H
+//   k[t, g, :] = rope(a[(H+g)·D : (H+g+1)·D], p)             g < Hkv
+//   v[t, g, :] = a[(H+Hkv+g)·D : (H+Hkv+g+1)·D]              (no rotation)
+// rope(x, p)[i]       = x[i]·cos(θ_i) − x[i+D/2]·sin(θ_i)
+// rope(x, p)[i + D/2] = x[i+D/2]·cos(θ_i) + x[i]·sin(θ_i),      i < D/2   (HF's rotate_half convention)
+// θ_i = (float)p · inv_freq[i], an fp32 product exactly as the CPU reference (src/backend/cpu/ops.rs) and HF form
+// it; cos and sin of that fp32 angle are taken in fp64 and rounded to fp32, as the CPU reference does, so the two
+// agree to the last bit of the angle even at position 32K. inv_freq (llama3 scaling folded in) comes from the host.
+//
+// Layout: qkv bf16 [T, (H + 2·Hkv)·D]; bias fp32 [(H + 2·Hkv)·D] or null; positions int32 [T]; inv_freq fp32 [D/2];
+// q bf16 [T, H, D]; k, v bf16 [T, Hkv, D]. D must be even and ≤ 1024 (else nothing is written).
+// Launch: grid = T blocks (one token each), block = 128 threads; cos and sin of the token's D/2 angles are computed
+// once per block into shared memory and used by all heads. D ≤ ROPE_MAX_D.
+
+#include "common.cuh"
+
+#define ROPE_MAX_D 1024
+
+extern "C" __global__ void __launch_bounds__(128)
+    rope_qkv_split_bf16(const bf16* __restrict__ qkv, const float* __restrict__ bias, const int* __restrict__ positions,
+                        const float* __restrict__ inv_freq, bf16* __restrict__ q, bf16* __restrict__ k,
+                        bf16* __restrict__ v, int T, int H, int Hkv, int D) {
+    __shared__ float cs[ROPE_MAX_D];  // cos[D/2] then sin[D/2]
+    const int t = blockIdx.x;
+    if (t >= T || D > ROPE_MAX_D || (D & 1)) return;  // uniform over the block
+    const int half = D / 2;
+    const float pos = static_cast<float>(positions[t]);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float angle = pos * inv_freq[i];  // fp32 product, as the reference
+        double s, c;
+        sincos(static_cast<double>(angle), &s, &c);
+        cs[i] = static_cast<float>(c);
+        cs[half + i] = static_cast<float>(s);
+    }
+    __syncthreads();
+
+    const int width = (H + 2 * Hkv) * D;
+    const bf16* row = qkv + static_cast<long long>(t) * width;
+    // Rotated heads: H query heads then Hkv key heads, D/2 pairs each.
+    const int n_pairs = (H + Hkv) * half;
+    for (int job = threadIdx.x; job < n_pairs; job += blockDim.x) {
+        const int head = job / half, i = job - head * half;
+        const int c0 = head * D + i, c1 = c0 + half;
+        float a = __bfloat162float(row[c0]), b = __bfloat162float(row[c1]);
+        if (bias) {
+            a += bias[c0];
+            b += bias[c1];
+        }
+        const float c = cs[i], s = cs[half + i];
+        const float ra = a * c - b * s;
+        const float rb = b * c + a * s;
+        bf16* dst = head < H ? q + (static_cast<long long>(t) * H + head) * D
+                             : k + (static_cast<long long>(t) * Hkv + (head - H)) * D;
+        dst[i] = __float2bfloat16(ra);
+        dst[i + half] = __float2bfloat16(rb);
+    }
+    // Values: copied with their bias.
+    const int v_off = (H + Hkv) * D;
+    const int n_v = Hkv * D;
+    bf16* vdst = v + static_cast<long long>(t) * n_v;
+    for (int j = threadIdx.x; j < n_v; j += blockDim.x) {
+        float a = __bfloat162float(row[v_off + j]);
+        if (bias) a += bias[v_off + j];
+        vdst[j] = __float2bfloat16(a);
+    }
+}

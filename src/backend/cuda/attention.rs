@@ -1,0 +1,341 @@
+//! Launch wrappers for causal grouped-query attention over a packed variable-length batch (kernels/attention.cu).
+//!
+//! Layout (row-major bf16): q and out `[T, heads, head_dim]`, k and v `[T, kv_heads, head_dim]`, where the batch is
+//! `num_seqs` sequences packed back to back and `cu_seqlens` (int32, `num_seqs + 1` prefix sums, on the device)
+//! says where each starts. Position i of a sequence attends to positions 0..=i of the same sequence.
+//!
+//! The tensor-core kernels (`head_dim` 64 or 128) take a [`TileTable`] built on the host from the same
+//! `cu_seqlens`: one entry per 64-row query tile. Any other `head_dim` ≤ 256 goes to the simple fallback kernel.
+
+use super::device::{cu, Gpu};
+use super::ops::DevPtr;
+use crate::error::{LarkError, Result};
+use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+
+/// Query rows per block of the tensor-core kernels (and the granularity of the tile table).
+pub const QUERY_TILE: usize = 64;
+/// Threads per block of every attention kernel.
+const THREADS: u32 = 128;
+/// Largest head_dim the fallback kernel accepts.
+pub const MAX_GENERIC_HEAD_DIM: usize = 256;
+
+/// Which kernel runs a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// `attention_varlen_bf16_hd64`: tensor cores, head_dim 64.
+    Hd64,
+    /// `attention_varlen_bf16_hd128`: tensor cores, head_dim 128.
+    Hd128,
+    /// `attention_varlen_generic`: one warp per (query, head), any head_dim ≤ 256.
+    Generic,
+}
+
+impl AttentionKernel {
+    /// The fastest kernel for `head_dim`, or an error when none supports it.
+    pub fn for_head_dim(head_dim: usize) -> Result<Self> {
+        match head_dim {
+            64 => Ok(AttentionKernel::Hd64),
+            128 => Ok(AttentionKernel::Hd128),
+            1..=MAX_GENERIC_HEAD_DIM => Ok(AttentionKernel::Generic),
+            _ => Err(LarkError::Unsupported(format!(
+                "attention with head_dim {head_dim} (the CUDA kernels support 1..={MAX_GENERIC_HEAD_DIM})"
+            ))),
+        }
+    }
+
+    /// The kernel's entry point name in the embedded fatbin.
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            AttentionKernel::Hd64 => "attention_varlen_bf16_hd64",
+            AttentionKernel::Hd128 => "attention_varlen_bf16_hd128",
+            AttentionKernel::Generic => "attention_varlen_generic",
+        }
+    }
+
+    /// The head_dim a tensor-core kernel is compiled for (None: any).
+    fn fixed_head_dim(self) -> Option<usize> {
+        match self {
+            AttentionKernel::Hd64 => Some(64),
+            AttentionKernel::Hd128 => Some(128),
+            AttentionKernel::Generic => None,
+        }
+    }
+}
+
+/// The work list of the tensor-core kernels: for every 64-row query tile of every non-empty sequence, its
+/// sequence index and its first position within the sequence, heaviest tiles (largest start, i.e. most keys)
+/// first so that the longest blocks are scheduled first. Upload [`TileTable::data`] as one int32 buffer:
+/// `[tile_seq; num_tiles]` followed by `[tile_start; num_tiles]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileTable {
+    pub data: Vec<i32>,
+    pub num_tiles: usize,
+}
+
+impl TileTable {
+    /// Build the table from the host copy of `cu_seqlens` (`num_seqs + 1` non-decreasing offsets from 0).
+    pub fn build(cu_seqlens: &[i32]) -> Result<Self> {
+        let num_seqs = validate_cu_seqlens(cu_seqlens)?;
+        let mut tiles: Vec<(i32, i32)> = Vec::new();
+        for s in 0..num_seqs {
+            let len = (cu_seqlens[s + 1] - cu_seqlens[s]) as usize;
+            for start in (0..len).step_by(QUERY_TILE) {
+                tiles.push((s as i32, start as i32));
+            }
+        }
+        // Stable: equal starts keep sequence order.
+        tiles.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let num_tiles = tiles.len();
+        let mut data = Vec::with_capacity(2 * num_tiles);
+        data.extend(tiles.iter().map(|t| t.0));
+        data.extend(tiles.iter().map(|t| t.1));
+        Ok(TileTable { data, num_tiles })
+    }
+}
+
+/// Check `cu_seqlens` (host copy) and return the number of sequences.
+pub fn validate_cu_seqlens(cu_seqlens: &[i32]) -> Result<usize> {
+    if cu_seqlens.is_empty() {
+        return Err(LarkError::Backend("attention: cu_seqlens is empty (needs num_seqs + 1 offsets)".into()));
+    }
+    if cu_seqlens[0] != 0 {
+        return Err(LarkError::Backend(format!("attention: cu_seqlens[0] = {} (must be 0)", cu_seqlens[0])));
+    }
+    if let Some(i) = cu_seqlens.windows(2).position(|w| w[1] < w[0]) {
+        return Err(LarkError::Backend(format!(
+            "attention: cu_seqlens decreases at {} ({} → {})",
+            i + 1,
+            cu_seqlens[i],
+            cu_seqlens[i + 1]
+        )));
+    }
+    Ok(cu_seqlens.len() - 1)
+}
+
+/// Device addresses and sizes of one attention launch.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionArgs {
+    /// bf16 `[total_tokens, num_heads, head_dim]`.
+    pub q: DevPtr,
+    /// bf16 `[total_tokens, num_kv_heads, head_dim]`.
+    pub k: DevPtr,
+    /// bf16 `[total_tokens, num_kv_heads, head_dim]`.
+    pub v: DevPtr,
+    /// bf16 `[total_tokens, num_heads, head_dim]`, written for every token.
+    pub out: DevPtr,
+    /// int32 `[num_seqs + 1]`.
+    pub cu_seqlens: DevPtr,
+    /// int32 `[2 · num_tiles]`, the uploaded [`TileTable::data`] (unused by the generic kernel).
+    pub tiles: DevPtr,
+    pub num_seqs: usize,
+    pub num_tiles: usize,
+    /// `cu_seqlens[num_seqs]`.
+    pub total_tokens: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Usually 1/√head_dim.
+    pub softmax_scale: f32,
+}
+
+/// Grid and block of a launch, after checking every argument the kernel relies on.
+pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchConfig> {
+    let bad = |m: String| Err(LarkError::Backend(format!("attention ({}): {m}", kind.entry_point())));
+    if a.num_heads == 0 || a.num_kv_heads == 0 || a.num_heads % a.num_kv_heads != 0 {
+        return bad(format!("{} heads are not a multiple of {} kv heads", a.num_heads, a.num_kv_heads));
+    }
+    match kind.fixed_head_dim() {
+        Some(d) if d != a.head_dim => return bad(format!("head_dim {} (this kernel is for {d})", a.head_dim)),
+        None if a.head_dim == 0 || a.head_dim > MAX_GENERIC_HEAD_DIM => {
+            return bad(format!("head_dim {} (1..={MAX_GENERIC_HEAD_DIM})", a.head_dim))
+        }
+        _ => {}
+    }
+    if !a.softmax_scale.is_finite() {
+        return bad(format!("softmax scale {}", a.softmax_scale));
+    }
+    for (what, n) in [("sequences", a.num_seqs), ("tokens", a.total_tokens), ("heads", a.num_heads)] {
+        if n > i32::MAX as usize {
+            return bad(format!("{n} {what} exceed the kernels' 32-bit range"));
+        }
+    }
+    // The tensor-core kernels copy 16-byte chunks and store 4-byte pairs; every kernel reads int32 tables.
+    let align = if kind == AttentionKernel::Generic { 2 } else { 16 };
+    for (what, p) in [("q", a.q), ("k", a.k), ("v", a.v), ("out", a.out)] {
+        if p == 0 || p % align != 0 {
+            return bad(format!("{what} address {p:#x} is not {align}-byte aligned"));
+        }
+    }
+    if a.cu_seqlens == 0 || a.cu_seqlens % 4 != 0 {
+        return bad(format!("cu_seqlens address {:#x}", a.cu_seqlens));
+    }
+    let blocks = match kind {
+        AttentionKernel::Generic => (a.total_tokens * a.num_heads).div_ceil((THREADS / 32) as usize),
+        _ => {
+            if a.num_tiles > 0 && (a.tiles == 0 || a.tiles % 4 != 0) {
+                return bad(format!("tile table address {:#x}", a.tiles));
+            }
+            a.num_tiles * a.num_heads
+        }
+    };
+    if blocks >= (1 << 31) {
+        return bad(format!("{blocks} blocks exceed the grid limit; split the batch"));
+    }
+    Ok(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
+}
+
+/// Launch `func` (which must be `kind`'s entry point) on `stream`. Nothing is launched for an empty batch.
+pub fn launch_attention(
+    stream: &CudaStream,
+    func: &CudaFunction,
+    kind: AttentionKernel,
+    a: &AttentionArgs,
+) -> Result<()> {
+    let cfg = launch_config(kind, a)?;
+    if cfg.grid_dim.0 == 0 {
+        return Ok(());
+    }
+    // launch_config bounded all of these by i32::MAX. The builder holds references to them until the launch.
+    let (num_seqs, num_heads, num_kv_heads) = (a.num_seqs as i32, a.num_heads as i32, a.num_kv_heads as i32);
+    let tile_start: DevPtr = a.tiles + 4 * a.num_tiles as u64;
+    let num_tiles = a.num_tiles as i32;
+    let head_dim = a.head_dim as i32;
+    let mut b = stream.launch_builder(func);
+    b.arg(&a.q).arg(&a.k).arg(&a.v).arg(&a.out).arg(&a.cu_seqlens).arg(&num_seqs);
+    match kind {
+        AttentionKernel::Generic => {
+            // (…, cu_seqlens, num_seqs, num_heads, num_kv_heads, head_dim, softmax_scale)
+            b.arg(&num_heads).arg(&num_kv_heads).arg(&head_dim).arg(&a.softmax_scale);
+        }
+        _ => {
+            // (…, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads, num_kv_heads, softmax_scale)
+            b.arg(&a.tiles).arg(&tile_start).arg(&num_tiles).arg(&num_heads).arg(&num_kv_heads).arg(&a.softmax_scale);
+        }
+    }
+    // SAFETY: argument types and order match the kernel signatures above (pointers as u64 device addresses,
+    // i32 sizes, f32 scale); launch_config checked the sizes and alignments the kernels rely on; that the buffers
+    // hold the documented number of elements is the caller's contract.
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {}", kind.entry_point()))
+}
+
+/// Run attention on `gpu.stream` with `kind`, or the fastest kernel for the head_dim when `kind` is None.
+pub fn attention(gpu: &Gpu, kind: Option<AttentionKernel>, a: &AttentionArgs) -> Result<()> {
+    let kind = match kind {
+        Some(k) => k,
+        None => AttentionKernel::for_head_dim(a.head_dim)?,
+    };
+    let f = gpu.kernels.get(kind.entry_point())?;
+    launch_attention(&gpu.stream, &f, kind, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(kind: AttentionKernel) -> AttentionArgs {
+        AttentionArgs {
+            q: 0x1000,
+            k: 0x2000,
+            v: 0x3000,
+            out: 0x4000,
+            cu_seqlens: 0x5000,
+            tiles: 0x6000,
+            num_seqs: 3,
+            num_tiles: 5,
+            total_tokens: 200,
+            num_heads: 8,
+            num_kv_heads: 2,
+            head_dim: kind.fixed_head_dim().unwrap_or(40),
+            softmax_scale: 0.125,
+        }
+    }
+
+    #[test]
+    fn tile_table_covers_every_row_heaviest_first() {
+        // 1-token, exact multiple, ragged, empty, long sequences.
+        let lens = [1usize, 64, 65, 0, 200];
+        let mut cu = vec![0i32];
+        for l in lens {
+            cu.push(cu.last().unwrap() + l as i32);
+        }
+        let t = TileTable::build(&cu).unwrap();
+        assert_eq!(t.num_tiles, 1 + 1 + 2 + 4);
+        assert_eq!(t.data.len(), 2 * t.num_tiles);
+        let (seqs, starts) = t.data.split_at(t.num_tiles);
+        // Each sequence's rows are covered exactly once by 64-row tiles.
+        for (s, &l) in lens.iter().enumerate() {
+            let mut mine: Vec<i32> =
+                seqs.iter().zip(starts).filter(|(q, _)| **q == s as i32).map(|(_, st)| *st).collect();
+            mine.sort();
+            let want: Vec<i32> = (0..l).step_by(QUERY_TILE).map(|x| x as i32).collect();
+            assert_eq!(mine, want, "sequence {s}");
+        }
+        // Non-increasing starts; equal starts in sequence order.
+        for i in 1..t.num_tiles {
+            assert!(starts[i - 1] >= starts[i]);
+            if starts[i - 1] == starts[i] {
+                assert!(seqs[i - 1] < seqs[i]);
+            }
+        }
+        assert_eq!((seqs[0], starts[0]), (4, 192));
+    }
+
+    #[test]
+    fn tile_table_rejects_bad_offsets() {
+        assert!(TileTable::build(&[]).is_err());
+        assert!(TileTable::build(&[1, 5]).is_err());
+        assert!(TileTable::build(&[0, 5, 3]).is_err());
+        let empty = TileTable::build(&[0]).unwrap();
+        assert_eq!(empty.num_tiles, 0);
+        let zero_len = TileTable::build(&[0, 0, 0]).unwrap();
+        assert_eq!(zero_len.num_tiles, 0);
+    }
+
+    #[test]
+    fn kernel_choice_by_head_dim() {
+        assert_eq!(AttentionKernel::for_head_dim(64).unwrap(), AttentionKernel::Hd64);
+        assert_eq!(AttentionKernel::for_head_dim(128).unwrap(), AttentionKernel::Hd128);
+        assert_eq!(AttentionKernel::for_head_dim(80).unwrap(), AttentionKernel::Generic);
+        assert_eq!(AttentionKernel::for_head_dim(256).unwrap(), AttentionKernel::Generic);
+        assert!(AttentionKernel::for_head_dim(0).is_err());
+        assert!(AttentionKernel::for_head_dim(257).is_err());
+    }
+
+    #[test]
+    fn launch_shapes() {
+        let a = args(AttentionKernel::Hd128);
+        let c = launch_config(AttentionKernel::Hd128, &a).unwrap();
+        assert_eq!(c.grid_dim, (5 * 8, 1, 1));
+        assert_eq!(c.block_dim, (128, 1, 1));
+        let g = args(AttentionKernel::Generic);
+        let c = launch_config(AttentionKernel::Generic, &g).unwrap();
+        assert_eq!(c.grid_dim, ((200 * 8usize).div_ceil(4) as u32, 1, 1));
+        // An empty batch launches nothing.
+        let mut e = args(AttentionKernel::Hd64);
+        e.num_tiles = 0;
+        assert_eq!(launch_config(AttentionKernel::Hd64, &e).unwrap().grid_dim.0, 0);
+    }
+
+    #[test]
+    fn launch_checks() {
+        let ok = args(AttentionKernel::Hd64);
+        let mut a = ok;
+        a.head_dim = 128;
+        assert!(launch_config(AttentionKernel::Hd64, &a).is_err());
+        let mut a = ok;
+        a.num_kv_heads = 3;
+        assert!(launch_config(AttentionKernel::Hd64, &a).is_err());
+        let mut a = ok;
+        a.q += 8;
+        assert!(launch_config(AttentionKernel::Hd64, &a).is_err());
+        // The generic kernel reads bf16 one at a time: 2-byte alignment is enough.
+        let mut g = args(AttentionKernel::Generic);
+        g.q += 8;
+        assert!(launch_config(AttentionKernel::Generic, &g).is_ok());
+        g.head_dim = 300;
+        assert!(launch_config(AttentionKernel::Generic, &g).is_err());
+        let mut a = ok;
+        a.softmax_scale = f32::NAN;
+        assert!(launch_config(AttentionKernel::Hd64, &a).is_err());
+    }
+}

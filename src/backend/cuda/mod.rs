@@ -1,0 +1,94 @@
+//! CUDA backend: bf16 weights, fp32 accumulation, hand-written kernels from `kernels/*.cu` (embedded at build
+//! time) around cuBLAS GEMMs; only per-token statistics come back to the host. See KERNELS.md.
+//!
+//! - [`device`]: probing (no panics without a driver), context, stream, cuBLAS handle, memory helpers.
+//! - [`kernels`]: the embedded fatbins and the entry-point table.
+//! - [`ops`]: launch wrappers for the embedding, norm, rope and activation kernels, and the cuBLAS GEMMs.
+//! - `attention`, `vocab_stats`: launch wrappers for the attention and vocabulary-statistics kernels.
+//! - [`forward`]: weights on the device and the forward pass over a packed batch.
+//! - [`selftest`]: every kernel against the CPU reference, then whole models GPU vs CPU.
+
+pub mod attention;
+pub mod device;
+pub mod exec;
+pub mod forward;
+pub mod kernels;
+#[cfg(test)]
+mod mock;
+pub mod ops;
+pub mod selftest;
+pub mod vocab_stats;
+
+use super::{Backend, SeqRequest};
+use crate::error::{LarkError, Result};
+use crate::model::Model;
+use crate::stats::{StatsOptions, TokenStats};
+
+/// Whether CUDA device 0 is usable (driver, device, cuBLAS, kernels for its architecture); `Err` says why not.
+/// Creates no context.
+pub fn probe() -> std::result::Result<String, String> {
+    device::check_usable(0).map(|d| d.summary())
+}
+
+/// The CUDA backend: one GPU, the model's weights on it, the forward pass.
+pub struct CudaBackend {
+    gpu: device::Gpu,
+    forward: forward::Forward<device::Gpu>,
+    /// Highest device memory in use seen after a `score` call (workspaces only grow, so this is the peak).
+    peak_used: u64,
+}
+
+impl CudaBackend {
+    /// Open device `ordinal` and upload the model. Fails with a message naming what is missing (driver, device,
+    /// cuBLAS, compiled kernels, memory) and never panics.
+    pub fn new(model: &Model, ordinal: usize) -> Result<Self> {
+        let gpu =
+            device::Gpu::open(ordinal).map_err(|e| LarkError::Backend(format!("--device cuda:{ordinal}: {e}")))?;
+        let forward = forward::Forward::new(&gpu, model)?;
+        let mut b = CudaBackend { gpu, forward, peak_used: 0 };
+        b.note_memory();
+        Ok(b)
+    }
+
+    fn note_memory(&mut self) {
+        if let Ok((free, total)) = self.gpu.mem_info() {
+            self.peak_used = self.peak_used.max(total.saturating_sub(free) as u64);
+        }
+    }
+
+    pub fn gpu(&self) -> &device::Gpu {
+        &self.gpu
+    }
+
+    pub fn forward_mut(&mut self) -> &mut forward::Forward<device::Gpu> {
+        &mut self.forward
+    }
+
+    /// The final-normed hidden states `[T, hidden]` of a packed batch (selftest).
+    pub fn final_hidden(&mut self, batch: &[SeqRequest<'_>]) -> Result<Vec<f32>> {
+        self.forward.final_hidden(&self.gpu, batch)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn describe(&self) -> String {
+        format!("cuda:{} ({})", self.gpu.info.ordinal, self.gpu.info.name)
+    }
+
+    fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {
+        let out = self.forward.score(&self.gpu, batch, opts);
+        self.note_memory();
+        out
+    }
+
+    /// Large packed batches keep the GEMMs efficient; the forward pass splits anything beyond what free
+    /// memory allows (`max_tokens`) into groups of whole sequences.
+    fn batch_token_budget(&self) -> usize {
+        self.forward.max_tokens.clamp(1024, 65536)
+    }
+
+    /// Device memory in use (context, weights, workspaces), the most seen after any `score` call.
+    fn peak_memory_bytes(&self) -> Option<u64> {
+        Some(self.peak_used)
+    }
+}

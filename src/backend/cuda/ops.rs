@@ -1,0 +1,201 @@
+//! Launch wrappers for the embedding, norm, rope and activation kernels (kernels/{embedding,norm,rope,
+//! activation}.cu) and the cuBLAS GEMMs. Arguments are raw device addresses ([`super::device::dptr`], plus
+//! element offsets where a wrapper works on part of a buffer; 0 = null for optional inputs) so that the forward
+//! pass can carve one allocation into several tensors. Every launch goes to `gpu.stream`; sizes are checked
+//! against what the kernel can index (i32 element counts per row, grid limits) before launching.
+
+use super::device::{cu, Gpu};
+use crate::error::{LarkError, Result};
+use cudarc::cublas::sys as blas;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+/// A device address (0 = null).
+pub type DevPtr = u64;
+
+fn check_i32(what: &str, n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| LarkError::Backend(format!("{what} = {n} exceeds the kernels' 32-bit index range")))
+}
+
+fn grid_rows(what: &str, rows: usize) -> Result<u32> {
+    // gridDim.x may be up to 2^31 − 1.
+    u32::try_from(rows)
+        .ok()
+        .filter(|&r| r < (1 << 31))
+        .ok_or_else(|| LarkError::Backend(format!("{what}: {rows} rows exceed the grid limit")))
+}
+
+/// `out[t, :] = float(table[ids[t], :])`: ids int32 [T], table bf16 [V, H], out fp32 [T, H].
+pub fn embedding_gather(
+    gpu: &Gpu,
+    ids: DevPtr,
+    table: DevPtr,
+    out: DevPtr,
+    t: usize,
+    h: usize,
+    v: usize,
+) -> Result<()> {
+    if t == 0 {
+        return Ok(());
+    }
+    let f = gpu.kernels.get("embedding_gather_bf16")?;
+    let (t32, h32, v32) = (check_i32("tokens", t)?, check_i32("hidden", h)?, check_i32("vocab", v)?);
+    let cfg =
+        LaunchConfig { grid_dim: (grid_rows("embedding", t)?, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let mut b = gpu.stream.launch_builder(&f);
+    b.arg(&ids).arg(&table).arg(&out).arg(&t32).arg(&h32).arg(&v32);
+    // SAFETY: argument types and order match the kernel's signature; buffer sizes are the caller's contract.
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch embedding_gather_bf16")
+}
+
+/// Residual add + RMSNorm (kernels/norm.cu): for r < n_rows, i = rows[r] (or r when `rows` = 0),
+/// `v = x[i] + delta[i] + bias; if write_x { x[i] = v }; y[r] = bf16(v · rsqrt(mean v² + eps) · w)`.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_residual(
+    gpu: &Gpu,
+    x: DevPtr,
+    delta: DevPtr,
+    bias: DevPtr,
+    w: DevPtr,
+    y: DevPtr,
+    rows: DevPtr,
+    n_rows: usize,
+    h: usize,
+    eps: f32,
+    write_x: bool,
+) -> Result<()> {
+    if n_rows == 0 {
+        return Ok(());
+    }
+    let f = gpu.kernels.get("rmsnorm_residual_bf16")?;
+    let (n32, h32, wx) = (check_i32("rows", n_rows)?, check_i32("hidden", h)?, write_x as i32);
+    let cfg =
+        LaunchConfig { grid_dim: (grid_rows("rmsnorm", n_rows)?, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut b = gpu.stream.launch_builder(&f);
+    b.arg(&x).arg(&delta).arg(&bias).arg(&w).arg(&y).arg(&rows).arg(&n32).arg(&h32).arg(&eps).arg(&wx);
+    // SAFETY: as above.
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch rmsnorm_residual_bf16")
+}
+
+/// Bias + RoPE + split of the fused QKV output (kernels/rope.cu): qkv bf16 [T, (H+2Hkv)·D] → q [T,H,D],
+/// k [T,Hkv,D] (rotated), v [T,Hkv,D].
+#[allow(clippy::too_many_arguments)]
+pub fn rope_qkv_split(
+    gpu: &Gpu,
+    qkv: DevPtr,
+    bias: DevPtr,
+    positions: DevPtr,
+    inv_freq: DevPtr,
+    q: DevPtr,
+    k: DevPtr,
+    v: DevPtr,
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    if t == 0 {
+        return Ok(());
+    }
+    if head_dim % 2 != 0 || head_dim > 1024 {
+        return Err(LarkError::Backend(format!("rope: head_dim {head_dim} must be even and at most 1024")));
+    }
+    check_i32("qkv width", (heads + 2 * kv_heads) * head_dim)?;
+    let f = gpu.kernels.get("rope_qkv_split_bf16")?;
+    let (t32, h32, kv32, d32) =
+        (check_i32("tokens", t)?, check_i32("heads", heads)?, check_i32("kv heads", kv_heads)?, head_dim as i32);
+    let cfg = LaunchConfig { grid_dim: (grid_rows("rope", t)?, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let mut b = gpu.stream.launch_builder(&f);
+    b.arg(&qkv)
+        .arg(&bias)
+        .arg(&positions)
+        .arg(&inv_freq)
+        .arg(&q)
+        .arg(&k)
+        .arg(&v)
+        .arg(&t32)
+        .arg(&h32)
+        .arg(&kv32)
+        .arg(&d32);
+    // SAFETY: as above.
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch rope_qkv_split_bf16")
+}
+
+/// `out[t, j] = bf16(silu(gu[t, j] + b[j]) · (gu[t, I+j] + b[I+j]))` (kernels/activation.cu).
+pub fn swiglu(gpu: &Gpu, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize) -> Result<()> {
+    if t == 0 || inter == 0 {
+        return Ok(());
+    }
+    check_i32("2 × intermediate", 2 * inter)?;
+    let f = gpu.kernels.get("swiglu_bf16")?;
+    let n = t * inter;
+    let blocks = n.div_ceil(2 * 256).clamp(1, 65535 * 8) as u32;
+    let (t32, i32_) = (check_i32("tokens", t)?, inter as i32);
+    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut b = gpu.stream.launch_builder(&f);
+    b.arg(&gu).arg(&bias).arg(&out).arg(&t32).arg(&i32_);
+    // SAFETY: as above.
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch swiglu_bf16")
+}
+
+/// Output of a GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutType {
+    /// `out = x·wᵀ` rounded to bf16.
+    Bf16,
+    /// `out = x·wᵀ` in fp32.
+    F32,
+    /// `out += x·wᵀ` in fp32 (beta = 1): the residual add fused into the GEMM.
+    F32Accumulate,
+}
+
+/// `out[m, n] = x[m, k] · w[n, k]ᵀ` (or `+=`, see [`OutType`]) with bf16 x and w (row-major, `w` as HF stores
+/// linear weights), fp32 accumulation (CUBLAS_COMPUTE_32F), output bf16 or fp32. In cuBLAS's column-major terms this is
+/// `outᵀ (n×m) = op(W) · xᵀ` with `W` read transposed.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bt(
+    gpu: &Gpu,
+    x: DevPtr,
+    w: DevPtr,
+    out: DevPtr,
+    m: usize,
+    n: usize,
+    k: usize,
+    out_type: OutType,
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (m32, n32, k32) = (check_i32("gemm m", m)?, check_i32("gemm n", n)?, check_i32("gemm k", k)?);
+    let alpha = 1.0f32;
+    let (c_type, beta) = match out_type {
+        OutType::Bf16 => (blas::cudaDataType::CUDA_R_16BF, 0.0f32),
+        OutType::F32 => (blas::cudaDataType::CUDA_R_32F, 0.0),
+        OutType::F32Accumulate => (blas::cudaDataType::CUDA_R_32F, 1.0),
+    };
+    // SAFETY: the handle is bound to gpu.stream; pointers are device addresses of at least m·k, n·k and m·n
+    // elements (the caller's contract); alpha/beta are host scalars (the default pointer mode).
+    let r = unsafe {
+        cudarc::cublas::result::gemm_ex(
+            *gpu.blas.handle(),
+            blas::cublasOperation_t::CUBLAS_OP_T,
+            blas::cublasOperation_t::CUBLAS_OP_N,
+            n32,
+            m32,
+            k32,
+            &alpha as *const f32 as *const _,
+            w as *const std::ffi::c_void,
+            blas::cudaDataType::CUDA_R_16BF,
+            k32,
+            x as *const std::ffi::c_void,
+            blas::cudaDataType::CUDA_R_16BF,
+            k32,
+            &beta as *const f32 as *const _,
+            out as *mut std::ffi::c_void,
+            c_type,
+            n32,
+            blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    };
+    r.map_err(|e| LarkError::Backend(format!("cuBLAS GEMM ({m}×{k})·({n}×{k})ᵀ: {e:?}")))
+}
