@@ -131,7 +131,10 @@ impl ModelConfig {
             Some(d) => d,
             None => {
                 if hidden_size % num_heads != 0 {
-                    return Err(err("num_attention_heads", format!("{num_heads} does not divide hidden_size {hidden_size}")));
+                    return Err(err(
+                        "num_attention_heads",
+                        format!("{num_heads} does not divide hidden_size {hidden_size}"),
+                    ));
                 }
                 hidden_size / num_heads
             }
@@ -159,7 +162,7 @@ impl ModelConfig {
         }
         .or(get_f64(obj, "rope_theta")?)
         .unwrap_or(10000.0);
-        if !(rope_theta > 0.0) {
+        if rope_theta.is_nan() || rope_theta <= 0.0 {
             return Err(err("rope_theta", format!("{rope_theta} must be positive")));
         }
         let rope_scaling = match scaling_obj {
@@ -227,8 +230,7 @@ impl ModelConfig {
     /// before its cast.
     pub fn rope_inv_freq(&self) -> Vec<f64> {
         let d = self.head_dim;
-        let base: Vec<f64> =
-            (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
         match &self.rope_scaling {
             None => base,
             Some(s) => {

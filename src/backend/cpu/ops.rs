@@ -161,6 +161,7 @@ const QBLOCK: usize = 128;
 /// `cu_seqlens` the sequence boundaries (positions restart at each). Scores for a block of query rows are
 /// formed with a GEMM against the keys up to the block's last row, softmaxed exactly (max-subtracted, f32
 /// with an f64 row sum), then multiplied by V: no T×T matrix is ever held.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_causal(
     q: &[f32],
     k: &[f32],
@@ -194,7 +195,7 @@ pub fn attention_causal(
             let kvh = h / group;
             let nq = b1 - b0;
             let nk = b1 - start; // keys visible to the block's last row
-            // Gather the block's queries and the visible keys/values of this kv head contiguously.
+                                 // Gather the block's queries and the visible keys/values of this kv head contiguously.
             let mut qb = vec![0f32; nq * d];
             for (i, t) in (b0..b1).enumerate() {
                 qb[i * d..(i + 1) * d].copy_from_slice(&q[t * qw + h * d..t * qw + (h + 1) * d]);
@@ -234,6 +235,7 @@ pub fn attention_causal(
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use crate::model::random::SplitMix;
@@ -331,7 +333,9 @@ mod tests {
                     let g = hh / (h / kvh);
                     let scores: Vec<f64> = (cu[s]..=i)
                         .map(|j| {
-                            (0..d).map(|x| q[(i * h + hh) * d + x] as f64 * k[(j * kvh + g) * d + x] as f64).sum::<f64>()
+                            (0..d)
+                                .map(|x| q[(i * h + hh) * d + x] as f64 * k[(j * kvh + g) * d + x] as f64)
+                                .sum::<f64>()
                                 / (d as f64).sqrt()
                         })
                         .collect();
