@@ -57,7 +57,9 @@ impl std::str::FromStr for DeviceChoice {
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" => Ok(DeviceChoice::Cuda(vec![0])),
             _ => {
-                let rest = s.strip_prefix("cuda:").ok_or_else(|| format!("unknown device `{s}` (auto, cpu, cuda, cuda:N[,M...])"))?;
+                let rest = s
+                    .strip_prefix("cuda:")
+                    .ok_or_else(|| format!("unknown device `{s}` (auto, cpu, cuda, cuda:N[,M...])"))?;
                 let ids = rest
                     .split(',')
                     .map(|x| x.trim().parse::<usize>().map_err(|_| format!("bad CUDA ordinal `{x}` in `{s}`")))

@@ -49,8 +49,12 @@ pub struct Args {
 fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
     if let Some(path) = &a.ids_file {
         let text = std::fs::read_to_string(path).map_err(|e| LarkError::io(path, e))?;
-        let seqs: Vec<Vec<u32>> = serde_json::from_str(&text)
-            .map_err(|e| LarkError::input(format!("{}:{}", path.display(), e.line()), format!("expected a list of lists of token ids: {e}")))?;
+        let seqs: Vec<Vec<u32>> = serde_json::from_str(&text).map_err(|e| {
+            LarkError::input(
+                format!("{}:{}", path.display(), e.line()),
+                format!("expected a list of lists of token ids: {e}"),
+            )
+        })?;
         return Ok(seqs);
     }
     let pattern: Vec<usize> = match a.lengths.as_str() {
@@ -107,7 +111,9 @@ pub fn run(a: Args) -> Result<()> {
             _tmp = dir;
             m
         }
-        (None, None) => return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME --random-weights")),
+        (None, None) => {
+            return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME --random-weights"))
+        }
     };
     let (mut backend, desc) = open_backend(&model, &a.device)?;
     let seqs = sequences(&a, model.config.vocab_size)?;
@@ -121,7 +127,8 @@ pub fn run(a: Args) -> Result<()> {
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let t0 = Instant::now();
         for batch in crate::run::schedule::pack_by_length(&lengths, budget, 4096) {
-            let reqs: Vec<SeqRequest<'_>> = batch.iter().map(|&i| SeqRequest { ids: &seqs[i], score_from: 1 }).collect();
+            let reqs: Vec<SeqRequest<'_>> =
+                batch.iter().map(|&i| SeqRequest { ids: &seqs[i], score_from: 1 }).collect();
             let out = backend.score(&reqs, &opts)?;
             std::hint::black_box(out);
         }

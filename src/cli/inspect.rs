@@ -35,7 +35,12 @@ pub fn run(a: Args) -> Result<()> {
     println!("layers         {}", c.num_layers);
     println!("hidden size    {}", c.hidden_size);
     println!("intermediate   {}", c.intermediate_size);
-    println!("heads          {} query / {} key-value (GQA group {})", c.num_heads, c.num_kv_heads, c.num_heads / c.num_kv_heads);
+    println!(
+        "heads          {} query / {} key-value (GQA group {})",
+        c.num_heads,
+        c.num_kv_heads,
+        c.num_heads / c.num_kv_heads
+    );
     println!("head_dim       {}", c.head_dim);
     println!("vocab          {}", c.vocab_size);
     println!("parameters     {} ({:.1} M)", c.parameter_count(), c.parameter_count() as f64 / 1e6);

@@ -78,7 +78,9 @@ pub fn write_random_model(dir: &Path, config: &ModelConfig, dtype: StoredDtype, 
     };
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = buffers
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).expect("sizes match")))
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).expect("sizes match"))
+        })
         .collect();
     let path = dir.join("model.safetensors");
     safetensors::serialize_to_file(views, None, &path)

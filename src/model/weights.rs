@@ -50,8 +50,12 @@ impl TensorView<'_> {
         let n = self.numel();
         let mut out = Vec::with_capacity(n);
         match self.dtype {
-            StoredDtype::F32 => out.extend(self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-            StoredDtype::F16 => out.extend(self.bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
+            StoredDtype::F32 => {
+                out.extend(self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            }
+            StoredDtype::F16 => {
+                out.extend(self.bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()))
+            }
             StoredDtype::BF16 => {
                 out.extend(self.bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()))
             }
@@ -95,8 +99,9 @@ impl WeightStore {
         let index = dir.join("model.safetensors.index.json");
         if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| LarkError::io(&index, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| LarkError::input(format!("{}:{}", index.display(), e.line()), format!("invalid JSON: {e}")))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                LarkError::input(format!("{}:{}", index.display(), e.line()), format!("invalid JSON: {e}"))
+            })?;
             let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
                 LarkError::input(format!("{}: field `weight_map`", index.display()), "missing or not an object")
             })?;

@@ -85,7 +85,17 @@ pub fn vocab_stats_row_reference(logits: &[f32], gold: u32, opts: &StatsOptions)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish(m: f64, s: f64, s2: f64, e: f64, zg: f32, greater: u32, logits: &[f32], gold: u32, opts: &StatsOptions) -> TokenStats {
+fn finish(
+    m: f64,
+    s: f64,
+    s2: f64,
+    e: f64,
+    zg: f32,
+    greater: u32,
+    logits: &[f32],
+    gold: u32,
+    opts: &StatsOptions,
+) -> TokenStats {
     let ln_s = s.ln();
     let lse = m + ln_s;
     TokenStats {

@@ -58,12 +58,20 @@ impl CpuBackend {
             layers.push(Layer {
                 input_norm: get(&n.input_norm, &[h])?,
                 qkv: cat(&[(&n.q, &[q, h]), (&n.k, &[kv, h]), (&n.v, &[kv, h])])?,
-                qkv_bias: if c.qkv_bias { Some(cat(&[(&n.q_bias, &[q]), (&n.k_bias, &[kv]), (&n.v_bias, &[kv])])?) } else { None },
+                qkv_bias: if c.qkv_bias {
+                    Some(cat(&[(&n.q_bias, &[q]), (&n.k_bias, &[kv]), (&n.v_bias, &[kv])])?)
+                } else {
+                    None
+                },
                 o: get(&n.o, &[h, q])?,
                 o_bias: if c.o_bias { Some(get(&n.o_bias, &[h])?) } else { None },
                 post_norm: get(&n.post_norm, &[h])?,
                 gate_up: cat(&[(&n.gate, &[inter, h]), (&n.up, &[inter, h])])?,
-                gate_up_bias: if c.mlp_bias { Some(cat(&[(&n.gate_bias, &[inter]), (&n.up_bias, &[inter])])?) } else { None },
+                gate_up_bias: if c.mlp_bias {
+                    Some(cat(&[(&n.gate_bias, &[inter]), (&n.up_bias, &[inter])])?)
+                } else {
+                    None
+                },
                 down: get(&n.down, &[h, inter])?,
                 down_bias: if c.mlp_bias { Some(get(&n.down_bias, &[h])?) } else { None },
             });
@@ -91,9 +99,8 @@ impl CpuBackend {
         let (nh, nkv) = (c.num_heads, c.num_kv_heads);
         let t = ids.len();
         let eps = c.rms_norm_eps as f32;
-        let positions: Vec<u32> = (0..cu_seqlens.len() - 1)
-            .flat_map(|s| 0..(cu_seqlens[s + 1] - cu_seqlens[s]) as u32)
-            .collect();
+        let positions: Vec<u32> =
+            (0..cu_seqlens.len() - 1).flat_map(|s| 0..(cu_seqlens[s + 1] - cu_seqlens[s]) as u32).collect();
         let (qw, kvw) = (nh * d, nkv * d);
         let qkv_w = qw + 2 * kvw;
         let inter = c.intermediate_size;
