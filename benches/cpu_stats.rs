@@ -40,7 +40,7 @@ fn bench_selection(c: &mut Criterion) {
                 .iter()
                 .enumerate()
                 .map(|(p, cands)| select(p as i64, cands, "g_hat", Direction::Max, 3, Weighting::Chi2).unwrap())
-                .count()
+                .collect::<Vec<_>>()
         })
     });
 }

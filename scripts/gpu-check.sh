@@ -4,8 +4,10 @@
 # trimmed SmolLM2 GGUF). No cargo, no network there. Steps, each with its own time limit so that one hang cannot eat
 # the lease (about 5 minutes in all):
 #   1. nvidia-smi and `lark doctor --kernels`
-#   2. convert the trimmed SmolLM2 GGUF (`lark convert-gguf`)
-#   3. `lark selftest --device cuda --model <SmolLM2>`: every kernel vs the CPU reference, then whole models
+#   2. convert the trimmed SmolLM2 GGUF (`lark convert-gguf --dtype bf16`: the CPU reference and the GPU then use
+#      identical weights, so the comparison measures the engines, not the bf16 rounding of the weights)
+#   3. `lark selftest --device cuda --model <SmolLM2> --ids <golden text>`: every kernel vs the CPU reference, then
+#      whole models (random-weight ones, and SmolLM2 on real text)
 #   4. the benchmark hooks: `lark bench` (when the binary has it) and bench/compare_hf.py (when present)
 # Logs go to $OUT (the device tool brings back up to 8 files); a short table is printed last.
 # Exit status: the selftest's (non-zero on any failure or when no GPU is usable).
@@ -34,8 +36,9 @@ if [[ -f target/gpu-check/smollm2.gguf ]]; then
     step "convert SmolLM2 (trimmed)"
     smol=/tmp/lark-smollm2
     rm -rf "$smol"
-    if timeout 120 "$bin" convert-gguf target/gpu-check/smollm2.gguf "$smol" --dtype f32 >"$OUT/convert.txt" 2>&1; then
+    if timeout 120 "$bin" convert-gguf target/gpu-check/smollm2.gguf "$smol" --dtype bf16 >"$OUT/convert.txt" 2>&1; then
         models+=(--model "$smol")
+        [[ -f tests/fixtures/golden_smollm2.json ]] && models+=(--ids tests/fixtures/golden_smollm2.json)
         summary+=("smollm2    $(head -c 160 "$OUT/convert.txt")")
     else
         summary+=("smollm2    CONVERSION FAILED (see convert.txt)")

@@ -41,9 +41,28 @@ fn s(p: &Path) -> &str {
 }
 
 const ROW_FIELDS: [&str; 22] = [
-    "problem_id", "candidate_id", "teacher", "n_tokens", "truncated", "nll_sum", "L", "brier_sum", "brier_mean",
-    "rho_hat", "g_hat", "grape", "inverse_loss", "rsr", "mean_rank_clip", "mean_p_gold", "wrong_conc",
-    "entropy_mean", "token_len", "word_len", "rule_quality", "random",
+    "problem_id",
+    "candidate_id",
+    "teacher",
+    "n_tokens",
+    "truncated",
+    "nll_sum",
+    "L",
+    "brier_sum",
+    "brier_mean",
+    "rho_hat",
+    "g_hat",
+    "grape",
+    "inverse_loss",
+    "rsr",
+    "mean_rank_clip",
+    "mean_p_gold",
+    "wrong_conc",
+    "entropy_mean",
+    "token_len",
+    "word_len",
+    "rule_quality",
+    "random",
 ];
 
 #[test]
@@ -91,7 +110,8 @@ fn run_writes_every_file_and_a_consistent_selection() {
     assert_eq!(train[0]["messages"].as_array().unwrap().len(), 3);
     assert_eq!(train[0]["meta"]["method"], "chi2");
 
-    let authors: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("scores.json")).unwrap()).unwrap();
+    let authors: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("scores.json")).unwrap()).unwrap();
     assert_eq!(authors["method"], "lark_ghat");
     assert_eq!(authors["n_scored"], 70);
     assert_eq!(authors["scores"]["0"].as_array().unwrap().len(), 6);
@@ -103,8 +123,21 @@ fn run_writes_every_file_and_a_consistent_selection() {
     // Re-selecting from the written scores by another scorer and weighting.
     let out2 = tempfile::tempdir().unwrap();
     let o = lark(&[
-        "select", "--scores", s(&out.path().join("scores.jsonl")), "--pool", s(&pool), "--out", s(out2.path()),
-        "--by", "rsr", "--budget", "2", "--weighting", "softmax", "--temperature", "0.5",
+        "select",
+        "--scores",
+        s(&out.path().join("scores.jsonl")),
+        "--pool",
+        s(&pool),
+        "--out",
+        s(out2.path()),
+        "--by",
+        "rsr",
+        "--budget",
+        "2",
+        "--weighting",
+        "softmax",
+        "--temperature",
+        "0.5",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sel = read_jsonl(&out2.path().join("selection.jsonl"));
@@ -121,9 +154,25 @@ fn compat_modes_rsr_layout_and_every_scorer() {
     let pool = repo().join("examples/rsr_pool");
     let judge = repo().join("examples/judge_scores.json");
     let o = lark(&[
-        "score", "--model", s(model.path()), "--pool", s(&pool), "--out", s(out.path()), "--device", "cpu",
-        "--span", "content", "--brier", "topk:50", "--scorers", "all", "--judge-scores", s(&judge),
-        "--max-len", "300",
+        "score",
+        "--model",
+        s(model.path()),
+        "--pool",
+        s(&pool),
+        "--out",
+        s(out.path()),
+        "--device",
+        "cpu",
+        "--span",
+        "content",
+        "--brier",
+        "topk:50",
+        "--scorers",
+        "all",
+        "--judge-scores",
+        s(&judge),
+        "--max-len",
+        "300",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = read_jsonl(&out.path().join("scores.jsonl"));
@@ -131,7 +180,8 @@ fn compat_modes_rsr_layout_and_every_scorer() {
     assert!(rows.iter().all(|r| r["local_naturalness"].as_f64().is_some_and(|x| x < 0.0)));
     assert!(rows.iter().all(|r| r.get("llm_judge").is_some()));
     assert!(rows.iter().any(|r| r["truncated"] == true), "--max-len 300 truncates the long ones");
-    let authors: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("scores.json")).unwrap()).unwrap();
+    let authors: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("scores.json")).unwrap()).unwrap();
     assert_eq!(authors["top_k"], 50);
     // Candidate ids of the RSR layout: teachers sorted by name, then rollout index.
     let teachers: Vec<(i64, String)> = rows
@@ -161,7 +211,16 @@ fn bad_input_fails_clearly_and_leaves_nothing_complete() {
 
     // --skip-invalid: the bad line is listed in rejects.jsonl and the rest is scored.
     let o = lark(&[
-        "score", "--model", s(model.path()), "--pool", s(&pool), "--out", s(&out), "--device", "cpu", "--skip-invalid",
+        "score",
+        "--model",
+        s(model.path()),
+        "--pool",
+        s(&pool),
+        "--out",
+        s(&out),
+        "--device",
+        "cpu",
+        "--skip-invalid",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read_jsonl(&out.join("rejects.jsonl")).len(), 1);
@@ -192,7 +251,8 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     let model = student();
     let out = tempfile::tempdir().unwrap();
     let pool = repo().join("examples/pool.jsonl");
-    let o = lark(&["score", "--model", s(model.path()), "--pool", s(&pool), "--out", s(out.path()), "--device", "cuda"]);
+    let o =
+        lark(&["score", "--model", s(model.path()), "--pool", s(&pool), "--out", s(out.path()), "--device", "cuda"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.to_lowercase().contains("cuda"), "{err}");

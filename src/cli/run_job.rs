@@ -1,8 +1,9 @@
 //! `lark run`: the main job — score the pool, select with χ²-B, write everything, print a summary.
 
-use super::score::{score, ScoreArgs};
+use super::score::{finish, score, ScoreArgs};
 use super::select::{select_rows, write_selection, SelectOpts};
 use crate::error::Result;
+use crate::report::{write_report, ReportInput};
 use crate::score::ScoreRow;
 use crate::select::Selection;
 use std::collections::BTreeMap;
@@ -13,12 +14,22 @@ pub struct Args {
     pub score: ScoreArgs,
     #[command(flatten)]
     pub select: SelectOpts,
+    /// Do not write OUT/report.html.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let r = score(&a.score)?;
     let selections = select_rows(&r.output.rows, &a.select)?;
     let n_train = write_selection(&selections, &a.score.pool, a.score.format, &a.score.out, a.select.drop_zero_weight)?;
+    if !a.no_report {
+        let input = ReportInput { rows: &r.output.rows, selections: &selections, run: Some(r.info()) };
+        write_report(&a.score.out.join("report.html"), &input)?;
+    }
+    // run.json after every other file: a run killed before this point is resumed, not taken as complete.
+    let (_, output, device) = finish(&a.score.out, r)?;
+    let r = Done { output, device };
     print_summary(&r.output.rows, &selections, &a.select);
     println!(
         "\n{} trajectories, {} tokens through the model in {:.1} s ({:.0} tokens/s) on {}",
@@ -28,8 +39,17 @@ pub fn run(a: Args) -> Result<()> {
         r.output.tokens_forward as f64 / r.output.seconds.max(1e-9),
         r.device
     );
-    println!("wrote {}: scores.jsonl, scores.json, selection.jsonl, train.jsonl ({n_train} lines), run.json", a.score.out.display());
+    println!(
+        "wrote {}: scores.jsonl, scores.json, selection.jsonl, train.jsonl ({n_train} lines), {}run.json",
+        a.score.out.display(),
+        if a.no_report { "" } else { "report.html, " }
+    );
     Ok(())
+}
+
+struct Done {
+    output: crate::run::JobOutput,
+    device: String,
 }
 
 fn fmt_score(x: f64) -> String {

@@ -5,7 +5,8 @@ use crate::error::{LarkError, Result};
 use crate::export::{write_atomic, write_rejects_jsonl, write_scores_json, write_scores_jsonl};
 use crate::io::{read_pool, Pool, PoolFormat, ReadOptions};
 use crate::model::Model;
-use crate::run::{parse_brier, score_pool, JobOutput, Progress, ScoreSettings};
+use crate::run::resume::write_candidates;
+use crate::run::{parse_brier, score_pool_with, JobControl, JobOutput, Journal, Progress, ScoreSettings, Shard};
 use crate::score::{parse_scorers, BrierMode, JudgeScores, Scorer};
 use crate::text::{SpanMode, TextPipeline};
 use sha2::{Digest, Sha256};
@@ -58,14 +59,31 @@ pub struct ScoreArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Continue the unfinished run in OUT (its OUT/partial/ journal) instead of starting over; refused when
+    /// the model, pool or settings differ.
+    #[arg(long)]
+    pub resume: bool,
+    /// Score only shard I of N (problems partitioned by a hash of problem_id; see README); `lark merge`
+    /// combines the shards' output directories.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Tokens per batch instead of the backend's budget (testing: small batches make many of them).
+    #[arg(long, hide = true)]
+    pub batch_tokens: Option<usize>,
+    /// Sequences per batch instead of the device's default (testing; 1 on the CPU, see `JobControl::max_seqs`).
+    #[arg(long, hide = true)]
+    pub max_seqs: Option<usize>,
 }
 
-/// What a finished scoring run leaves for `select`/`run`.
+/// What a finished scoring run leaves for `select`/`run`. Its files are written except `run.json`, which
+/// [`finish`] writes last (it marks the run complete) before removing the journal.
 pub struct ScoreRun {
     pub pool: Pool,
     pub output: JobOutput,
     pub device: String,
     pub brier: BrierMode,
+    info: serde_json::Value,
+    journal: Journal,
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -76,7 +94,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// A cheap fingerprint of a model directory: config.json's hash and each weight file's name, size and header.
-fn model_fingerprint(dir: &Path) -> Result<String> {
+pub fn model_fingerprint(dir: &Path) -> Result<String> {
     let mut h = Sha256::new();
     h.update(sha256_file(&dir.join("config.json"))?.as_bytes());
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -97,7 +115,7 @@ fn model_fingerprint(dir: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-fn pool_fingerprint(path: &Path) -> Result<String> {
+pub fn pool_fingerprint(path: &Path) -> Result<String> {
     if path.is_file() {
         return sha256_file(path);
     }
@@ -122,7 +140,7 @@ fn pool_fingerprint(path: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// Run the scoring half and write its files. `run.json` is written last: its presence marks a complete run.
+/// Run the scoring half and write its files but `run.json` (see [`finish`]).
 pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     if let Some(n) = a.threads {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
@@ -154,7 +172,16 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         std::fs::remove_file(&run_json).map_err(|e| LarkError::io(&run_json, e))?;
     }
     let (mut backend, device) = open_backend(&model, &a.device)?;
-    eprintln!("lark: scoring {} trajectories of {} problems on {device}", pool.records.len(), pool.n_problems());
+    match a.shard {
+        Some(sh) => eprintln!(
+            "lark: scoring shard {sh} of {} trajectories of {} problems on {device}",
+            pool.records.len(),
+            pool.n_problems()
+        ),
+        None => {
+            eprintln!("lark: scoring {} trajectories of {} problems on {device}", pool.records.len(), pool.n_problems())
+        }
+    }
     let settings = ScoreSettings {
         span: a.span,
         max_len: a.max_len,
@@ -164,18 +191,35 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         local_m: a.local_m,
         seed: a.seed,
     };
-    let mut last_report = std::time::Instant::now();
-    let output = score_pool(&pool, &text, backend.as_mut(), &settings, judge.as_ref(), |p: &Progress| {
-        if last_report.elapsed().as_secs_f64() >= 2.0 || p.trajectories_done == p.trajectories_total {
-            last_report = std::time::Instant::now();
-            let rate = p.tokens_done as f64 / p.elapsed_s.max(1e-9);
-            let eta = (p.tokens_total - p.tokens_done) as f64 / rate.max(1e-9);
-            eprintln!(
-                "lark: {}/{} trajectories, {:.0} tokens/s, ETA {:.0} s",
-                p.trajectories_done, p.trajectories_total, rate, eta
-            );
-        }
+    // One sequence per batch on the CPU, so that no trajectory's numbers depend on its companions (see
+    // `JobControl::max_seqs`).
+    let max_seqs = a.max_seqs.or(device.starts_with("cpu").then_some(1));
+    let ctl = JobControl { shard: a.shard, journal: None, batch_tokens: a.batch_tokens, max_seqs };
+    let batch_tokens = ctl.batch_budget(backend.as_ref());
+    let fingerprints = serde_json::json!({
+        "model_fingerprint": model_fingerprint(&a.model)?,
+        "tokenizer_fingerprint": text.fingerprint(),
+        "pool_fingerprint": pool_fingerprint(&a.pool)?,
+    });
+    // Everything that changes the numbers or which records are scored: a resume must match it exactly.
+    let manifest = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "fingerprints": fingerprints,
+        "pool_format": pool.format.name(), "pool_records": pool.records.len(), "skip_invalid": a.skip_invalid,
+        "settings": settings,
+        "judge_scores_sha256": a.judge_scores.as_deref().map(sha256_file).transpose()?,
+        "shard": a.shard, "batch_tokens": batch_tokens, "max_seqs": max_seqs,
+    });
+    let mut journal = Journal::open(&a.out, &manifest, a.resume)?;
+    if journal.resumed_chunks() > 0 {
+        eprintln!("lark: resuming: {} finished chunks in {}", journal.resumed_chunks(), Journal::dir(&a.out).display());
+    }
+    let ctl = JobControl { journal: Some(&mut journal), ..ctl };
+    let mut reporter = Reporter::new();
+    let output = score_pool_with(&pool, &text, backend.as_mut(), &settings, judge.as_ref(), ctl, |p: &Progress| {
+        reporter.update(p)
     })?;
+    reporter.done();
     drop(backend);
 
     write_scores_jsonl(&a.out.join("scores.jsonl"), &output.rows)?;
@@ -187,12 +231,17 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     if !pool.rejects.is_empty() {
         write_rejects_jsonl(&a.out.join("rejects.jsonl"), &pool.rejects)?;
     }
+    if a.shard.is_some() {
+        // What `lark merge` recomputes the per-problem scores from.
+        write_candidates(&a.out.join("candidates.jsonl"), &output.candidates)?;
+    }
     let n_skipped = output.rows.iter().filter(|r| r.skipped.is_some()).count();
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "model": a.model, "model_fingerprint": model_fingerprint(&a.model)?,
-        "tokenizer_fingerprint": text.fingerprint(),
-        "pool": a.pool, "pool_format": pool.format.name(), "pool_fingerprint": pool_fingerprint(&a.pool)?,
+        "model": a.model, "model_fingerprint": fingerprints["model_fingerprint"],
+        "tokenizer_fingerprint": fingerprints["tokenizer_fingerprint"],
+        "pool": a.pool, "pool_format": pool.format.name(), "pool_fingerprint": fingerprints["pool_fingerprint"],
+        "pool_records": pool.records.len(), "shard": a.shard, "batch_tokens": batch_tokens,
         "device": device, "settings": settings,
         "judge_scores": a.judge_scores,
         "counts": {"problems": pool.n_problems(), "trajectories": output.rows.len(),
@@ -200,15 +249,34 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         "tokens_forward": output.tokens_forward, "tokens_scored": output.tokens_scored,
         "wall_s": output.seconds, "tokens_per_s": output.tokens_forward as f64 / output.seconds.max(1e-9),
     });
-    write_atomic(&run_json, |w| {
-        let text = serde_json::to_string_pretty(&info).expect("serialisable");
+    Ok(ScoreRun { pool, output, device, brier, info, journal })
+}
+
+impl ScoreRun {
+    /// What `run.json` will say.
+    pub fn info(&self) -> &serde_json::Value {
+        &self.info
+    }
+}
+
+/// Write `run.json` (last: it marks the run complete), then remove the journal.
+pub fn finish(out: &Path, r: ScoreRun) -> Result<(Pool, JobOutput, String)> {
+    write_run_json(out, &r.info)?;
+    r.journal.finish()?;
+    Ok((r.pool, r.output, r.device))
+}
+
+pub fn write_run_json(out: &Path, info: &serde_json::Value) -> Result<()> {
+    write_atomic(out.join("run.json"), |w| {
+        let text = serde_json::to_string_pretty(info).expect("serialisable");
         w.write_all(text.as_bytes()).map_err(|e| w.err(e))
-    })?;
-    Ok(ScoreRun { pool, output, device, brier })
+    })
 }
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     let r = score(&a)?;
+    let (_, output, _) = finish(&a.out, r)?;
+    let r = Finished { output };
     eprintln!(
         "lark: wrote {} ({} rows, {:.0} tokens/s)",
         a.out.join("scores.jsonl").display(),
@@ -216,4 +284,71 @@ pub fn run(a: ScoreArgs) -> Result<()> {
         r.output.tokens_forward as f64 / r.output.seconds.max(1e-9)
     );
     Ok(())
+}
+
+struct Finished {
+    output: JobOutput,
+}
+
+/// Progress on stderr: a redrawn bar (problems done, tokens/s, ETA) when stderr is a terminal, a plain log
+/// line every few seconds otherwise (logs, CI, cluster jobs).
+struct Reporter {
+    tty: bool,
+    last: Option<std::time::Instant>,
+    drawn: bool,
+}
+
+impl Reporter {
+    fn new() -> Reporter {
+        use std::io::IsTerminal;
+        Reporter { tty: std::io::stderr().is_terminal(), last: None, drawn: false }
+    }
+
+    fn update(&mut self, p: &Progress) {
+        let finished = p.trajectories_done == p.trajectories_total && p.problems_done == p.problems_total;
+        let every = if self.tty { 0.1 } else { 2.0 };
+        if !finished && self.last.is_some_and(|t| t.elapsed().as_secs_f64() < every) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        let rate = p.tokens_this_run as f64 / p.elapsed_s.max(1e-9);
+        let left = p.tokens_total.saturating_sub(p.tokens_done) as f64;
+        let eta = if rate > 0.0 { fmt_secs(left / rate) } else { "?".into() };
+        if self.tty {
+            const W: usize = 30;
+            let frac = if p.tokens_total > 0 { p.tokens_done as f64 / p.tokens_total as f64 } else { 1.0 };
+            let fill = ((frac * W as f64) as usize).min(W);
+            eprint!(
+                "\r\x1b[2K[{}{}] {}/{} problems  {}/{} trajectories  {:.0} tokens/s  ETA {eta}",
+                "#".repeat(fill),
+                "-".repeat(W - fill),
+                p.problems_done,
+                p.problems_total,
+                p.trajectories_done,
+                p.trajectories_total,
+                rate
+            );
+            self.drawn = true;
+        } else {
+            eprintln!(
+                "lark: {}/{} problems, {}/{} trajectories, {:.0} tokens/s, ETA {eta}",
+                p.problems_done, p.problems_total, p.trajectories_done, p.trajectories_total, rate
+            );
+        }
+    }
+
+    fn done(&mut self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
 }

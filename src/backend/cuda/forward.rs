@@ -1,16 +1,18 @@
 //! The GPU forward pass: weights uploaded once as bf16 (norm weights, biases and rope frequencies in fp32), then
-//! per packed batch: embed → N × (add+RMSNorm → fused QKV GEMM → bias+RoPE+split → attention → O GEMM →
-//! add+RMSNorm → MLP in row chunks: fused gate/up GEMM → SwiGLU → down GEMM) → final add+RMSNorm of the scored rows
-//! only → LM head in chunks into an fp32 logits workspace → one-pass vocabulary statistics. Only the per-token
-//! statistics are copied back.
+//! per packed batch: embed → N × (RMSNorm → fused QKV GEMM → bias+RoPE+split → attention → O GEMM accumulated into
+//! the residual → RMSNorm → MLP in row chunks: fused gate/up GEMM → SwiGLU → down GEMM accumulated into the
+//! residual) → final RMSNorm of the scored rows only → LM head in chunks into an fp32 logits workspace → one-pass
+//! vocabulary statistics. Only the per-token statistics are copied back.
 //!
-//! Numbers: GEMMs are bf16 × bf16 with fp32 accumulation (bf16 outputs for layer GEMMs, fp32 logits); the
-//! residual stream stays fp32 for the whole pass; every elementwise step computes in fp32 and rounds once.
+//! Numbers: GEMMs are bf16 × bf16 with fp32 accumulation; the residual stream x stays fp32 for the whole pass and
+//! the O and down projections add into it in fp32 (cuBLAS beta = 1), so the only bf16 roundings are the GEMM
+//! inputs (normed activations, q/k/v, attention output, SwiGLU output) and the gate/up and QKV outputs; every
+//! elementwise step computes in fp32 and rounds once. The logits are fp32.
 //!
 //! Memory per batch of T tokens (bytes, H hidden, Q = heads·D, K = kv_heads·D, W = Q + 2K, I intermediate, V vocab):
-//! `T·(4H + 2H + 2H + 2W + 2W + 2Q + 16) + C_mlp·6I + C_head·(4V + 2H) + n_scored·24`, with C_mlp = min(T,
-//! MLP_CHUNK) and C_head ≤ HEAD_CHUNK rows sized from free memory. For Qwen2.5-7B that is ≈ 54 KB per token
-//! (1.8 GB at 32K tokens) plus 0.47 GB of MLP chunk and ≤ 1.25 GB of logits, ≈ 3.5 GB over the weights for a
+//! `T·(4H + 2H + 2W + 2W + 2Q + 16) + C_mlp·6I + C_head·(4V + 2H) + n_scored·24`, with C_mlp = min(T,
+//! MLP_CHUNK) and C_head ≤ HEAD_CHUNK rows sized from free memory. For Qwen2.5-7B that is ≈ 47 KB per token
+//! (1.55 GB at 32K tokens) plus 0.47 GB of MLP chunk and ≤ 1.25 GB of logits, ≈ 3.3 GB over the weights for a
 //! 32,768-token trajectory: activations grow linearly in T, never T² (attention keeps no score matrix). Buffers
 //! grow to the largest batch seen and are reused.
 

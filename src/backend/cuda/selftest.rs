@@ -1040,6 +1040,9 @@ fn text_batch(text: &[(Vec<u32>, usize)]) -> Vec<(Vec<u32>, usize)> {
     out
 }
 
+/// Sequences with fewer scored tokens are left out of the per-sequence measures (a trajectory has hundreds).
+const SEQ_MIN: usize = 32;
+
 /// Per-token and per-sequence agreement of two sets of statistics.
 struct Agreement {
     tokens: usize,
@@ -1050,8 +1053,10 @@ struct Agreement {
     p99_dlogp: f64,
     /// Fraction of tokens with |Δ log p| ≤ 0.05 nats.
     frac_within: f64,
-    /// Max over sequences (≥ 8 scored tokens) of |mean Δ log p|: the trajectory-level NLL difference.
+    /// Max over sequences (≥ SEQ_MIN scored tokens) of |mean Δ log p|: the trajectory-level NLL difference.
     max_seq_dnll: f64,
+    /// Max over sequences (≥ SEQ_MIN scored tokens) of |mean Δ top-50 Brier|.
+    max_seq_dtopk: f64,
     max_seq_rel_p2: f64,
     max_tok_rel_p2: f64,
     max_dlse: f64,
@@ -1071,6 +1076,7 @@ fn agreement(gpu: &[Vec<TokenStats>], cpu: &[Vec<TokenStats>]) -> Agreement {
         p99_dlogp: 0.0,
         frac_within: 0.0,
         max_seq_dnll: 0.0,
+        max_seq_dtopk: 0.0,
         max_seq_rel_p2: 0.0,
         max_tok_rel_p2: 0.0,
         max_dlse: 0.0,
@@ -1087,7 +1093,7 @@ fn agreement(gpu: &[Vec<TokenStats>], cpu: &[Vec<TokenStats>]) -> Agreement {
             a.nan += g.len().abs_diff(c.len()) + 1;
             continue;
         }
-        let (mut sg, mut sc, mut sd, mut n_seq) = (0f64, 0f64, 0f64, 0usize);
+        let (mut sg, mut sc, mut sd, mut n_seq, mut stk) = (0f64, 0f64, 0f64, 0usize, 0f64);
         for (x, y) in g.iter().zip(c) {
             let fields = [x.logprob, x.lse, x.sum_p2, x.entropy];
             if fields.iter().any(|f| !f.is_finite()) || (y.topk_brier.is_finite() && !x.topk_brier.is_finite()) {
@@ -1105,6 +1111,7 @@ fn agreement(gpu: &[Vec<TokenStats>], cpu: &[Vec<TokenStats>]) -> Agreement {
             a.max_dentropy = a.max_dentropy.max((x.entropy - y.entropy).abs() as f64);
             if y.topk_brier.is_finite() {
                 a.max_dtopk = a.max_dtopk.max((x.topk_brier - y.topk_brier).abs() as f64);
+                stk += (x.topk_brier - y.topk_brier) as f64;
             }
             a.max_tok_rel_p2 = a.max_tok_rel_p2.max(((x.sum_p2 - y.sum_p2).abs() / y.sum_p2.max(1e-30)) as f64);
             sg += x.sum_p2 as f64;
@@ -1113,11 +1120,12 @@ fn agreement(gpu: &[Vec<TokenStats>], cpu: &[Vec<TokenStats>]) -> Agreement {
             top1 += ((x.rank == 1) == (y.rank == 1)) as usize;
             a.tokens += 1;
         }
-        if sc > 0.0 {
-            a.max_seq_rel_p2 = a.max_seq_rel_p2.max((sg - sc).abs() / sc);
-        }
-        if n_seq >= 8 {
+        if n_seq >= SEQ_MIN {
+            if sc > 0.0 {
+                a.max_seq_rel_p2 = a.max_seq_rel_p2.max((sg - sc).abs() / sc);
+            }
             a.max_seq_dnll = a.max_seq_dnll.max((sd / n_seq as f64).abs());
+            a.max_seq_dtopk = a.max_seq_dtopk.max((stk / n_seq as f64).abs());
         }
     }
     all_d.sort_by(f64::total_cmp);
@@ -1196,64 +1204,6 @@ fn model_cases(opts: &Options, report: &mut Report) {
     }
 }
 
-/// Test helper: the whole-model agreement of `score` (built by `make` from the model) with the CPU reference on
-/// the selftest's pack, for a selftest random model of configuration `cfg` (used to calibrate the bounds on the
-/// mock device).
-#[cfg(test)]
-pub(crate) fn calibrate_on<F>(
-    cfg: &ModelConfig,
-    long_len: usize,
-    make: impl FnOnce(&Model) -> Result<F>,
-) -> Result<String>
-where
-    F: FnMut(&[SeqRequest<'_>], &StatsOptions) -> Result<Vec<Vec<TokenStats>>>,
-{
-    let dir = tempfile::tempdir().map_err(|e| LarkError::Other(e.to_string()))?;
-    let model = match std::env::var_os("LARK_CALIBRATE_MODEL") {
-        Some(d) => Model::open(std::path::Path::new(&d))?,
-        None => {
-            write_selftest_model(dir.path(), cfg, 7)?;
-            Model::open(dir.path())?
-        }
-    };
-    let cfg = &model.config;
-    let mut rng = SplitMix(3);
-    let data = match std::env::var_os("LARK_CALIBRATE_IDS") {
-        Some(p) => text_batch(&load_ids(std::path::Path::new(&p))?),
-        None => model_batch(&mut rng, cfg.vocab_size, long_len),
-    };
-    let batch: Vec<SeqRequest<'_>> = data.iter().map(|(ids, f)| SeqRequest { ids, score_from: *f }).collect();
-    let opts = StatsOptions { topk_brier: Some(50) };
-    let mut score = make(&model)?;
-    let got = score(&batch, &opts)?;
-    let (_, want) = cpu_reference(&model, &batch, &opts)?;
-    let a = agreement(&got, &want);
-    let flat: Vec<&TokenStats> = want.iter().flatten().collect();
-    let nf = flat.len().max(1) as f64;
-    eprintln!(
-        "  CPU: mean lse {:.2} mean logp {:.3} mean entropy {:.3} mean Σπ² {:.3} mean rank {:.1}",
-        flat.iter().map(|t| t.lse as f64).sum::<f64>() / nf,
-        flat.iter().map(|t| t.logprob as f64).sum::<f64>() / nf,
-        flat.iter().map(|t| t.entropy as f64).sum::<f64>() / nf,
-        flat.iter().map(|t| t.sum_p2 as f64).sum::<f64>() / nf,
-        flat.iter().map(|t| t.rank as f64).sum::<f64>() / nf
-    );
-    Ok(format!(
-        "|Δlogp| p50 {:.4} p99 {:.4} max {:.4} within-0.05 {:.3}; seq |ΔNLL| {:.4}; seq rel ΔΣπ² {:.4}; |Δtop50| {:.4}; \
-         rank= {:.3} top1 {:.3}; n {}",
-        a.p50_dlogp,
-        a.p99_dlogp,
-        a.max_dlogp,
-        a.frac_within,
-        a.max_seq_dnll,
-        a.max_seq_rel_p2,
-        a.max_dtopk,
-        a.rank_equal,
-        a.top1_agree,
-        a.tokens
-    ))
-}
-
 fn push_fail(report: &mut Report, section: &'static str, case: String, note: String) {
     eprintln!("[selftest] {section:<10} {case:<52} FAIL {note}");
     report.rows.push(Row {
@@ -1298,6 +1248,21 @@ fn cpu_reference(
     Ok((hidden, stats))
 }
 
+/// What the whole-model rows need from the device under test: the GPU backend, or the mock in tests.
+pub(crate) trait UnderTest {
+    fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>>;
+    fn final_hidden(&mut self, batch: &[SeqRequest<'_>]) -> Result<Vec<f32>>;
+}
+
+impl UnderTest for CudaBackend {
+    fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {
+        Backend::score(self, batch, opts)
+    }
+    fn final_hidden(&mut self, batch: &[SeqRequest<'_>]) -> Result<Vec<f32>> {
+        CudaBackend::final_hidden(self, batch)
+    }
+}
+
 fn one_model(
     opts: &Options,
     report: &mut Report,
@@ -1307,6 +1272,33 @@ fn one_model(
     real: bool,
 ) -> Result<()> {
     let model = Model::open(dir)?;
+    let mut gpu_b = CudaBackend::new(&model, opts.ordinal)?;
+    gpu_b.forward_mut().poison = true;
+    model_rows(opts, report, rng, name, &model, real, &mut gpu_b)
+}
+
+/// The whole-model rows for `model`: `dev` vs the CPU reference on the selftest's pack.
+///
+/// Bounds, per model (calibrated on the mock device, which rounds to bf16 exactly where the kernels do: the full
+/// 30-layer SmolLM2 in bf16 on real text gives per-token |Δ log p| median 0.006, p99 0.09, max 0.22 nats; per
+/// sequence |Δ NLL| ≤ 0.003 and relative Δ Σ_tΣπ² ≤ 0.004; the random models, median ≤ 0.013 and max ≤ 0.06):
+/// - per token: median |Δ log p| ≤ 0.05 nats (issue 4's 0.05, for the typical token), p99 ≤ 0.2, max ≤ 0.5 (an
+///   indexing or masking bug costs nats); the share of tokens within 0.05 is reported;
+/// - per sequence (≥ 32 scored tokens): |mean Δ log p| ≤ 0.02 nats (the trajectory NLL LARK scores use), relative
+///   Δ of Σ_tΣπ² ≤ 2e-2 (issue 4), |mean Δ top-50 Brier| ≤ 0.02;
+/// - the layer stack alone (final-normed hidden states): relative error ≤ 5e-2;
+/// - determinism (the same batch twice: bit-identical) and batch invariance (the 300-token sequence alone vs
+///   packed: max |Δ log p| ≤ 0.05).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn model_rows(
+    opts: &Options,
+    report: &mut Report,
+    rng: &mut SplitMix,
+    name: &str,
+    model: &Model,
+    real: bool,
+    dev: &mut dyn UnderTest,
+) -> Result<()> {
     let c = &model.config;
     let long_len = opts.long_len.min(c.max_position_embeddings);
     let use_text = real
@@ -1328,60 +1320,60 @@ fn one_model(
         if use_text { "text" } else { "random-id" }
     );
 
-    let mut gpu_b = CudaBackend::new(&model, opts.ordinal)?;
-    gpu_b.forward_mut().poison = true;
     let t0 = Instant::now();
-    let g1 = gpu_b.score(&batch, &stats_opts)?;
+    let g1 = dev.score(&batch, &stats_opts)?;
     let gpu_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let g2 = gpu_b.score(&batch, &stats_opts)?;
+    let g2 = dev.score(&batch, &stats_opts)?;
     // The 300-token sequence alone.
-    let alone = gpu_b.score(&batch[3..4], &stats_opts)?;
+    let alone = dev.score(&batch[3..4], &stats_opts)?;
     // The layer stack alone: final-normed hidden states of every position.
     let th = Instant::now();
-    let hidden_gpu = gpu_b.final_hidden(&batch)?;
+    let hidden_gpu = dev.final_hidden(&batch)?;
     let hidden_ms = th.elapsed().as_secs_f64() * 1e3;
-    drop(gpu_b);
 
     let t1 = Instant::now();
-    let (hidden_cpu, cref) = cpu_reference(&model, &batch, &stats_opts)?;
+    let (hidden_cpu, cref) = cpu_reference(model, &batch, &stats_opts)?;
     let cpu_s = t1.elapsed().as_secs_f64();
     let hc = compare(&hidden_gpu, &hidden_cpu);
     let a = agreement(&g1, &cref);
-    let ok_logp = a.nan == 0 && a.max_dlogp <= 0.05;
-    let ok_p2 = a.nan == 0 && a.max_seq_rel_p2 <= 2e-2;
-    let ok_topk = a.nan == 0 && a.max_dtopk <= 0.05;
-    let row = |case: String, rel: f64, max_abs: f64, tol: f64, ok: bool, ms: f64, note: String| Row {
+    let ok = a.nan == 0;
+    let row = |case: &str, rel: f64, max_abs: f64, tol: f64, pass: bool, ms: f64, note: String| Row {
         section: "model",
-        case,
+        case: format!("{shape} | {case}"),
         rel,
         max_abs,
         tol,
-        status: if ok { Status::Pass } else { Status::Fail },
+        status: if pass { Status::Pass } else { Status::Fail },
         gpu_ms: ms,
         note,
     };
+    let first = report.rows.len();
     report.rows.push(row(
-        format!("{shape} | final hidden"),
+        "final hidden",
         hc.rel,
         hc.max_abs,
-        3e-2,
-        hc.nan == 0 && hc.rel <= 3e-2,
+        5e-2,
+        hc.nan == 0 && hc.rel <= 5e-2,
         hidden_ms,
         format!(
-            "{}layer stack only (final-normed hidden states, bf16) vs CPU f32: isolates the layers from the LM head",
+            "{}the layer stack alone (final-normed hidden states, bf16) vs CPU f32",
             if hc.nan > 0 { format!("{} NaN; ", hc.nan) } else { String::new() }
         ),
     ));
     let nan_note = if a.nan > 0 { format!("{} NaN/missing tokens; ", a.nan) } else { String::new() };
     report.rows.push(row(
-        format!("{shape} | log p"),
-        a.mean_dlogp,
+        "log p per token",
+        a.p50_dlogp,
         a.max_dlogp,
         0.05,
-        ok_logp,
+        ok && a.p50_dlogp <= 0.05 && a.p99_dlogp <= 0.2 && a.max_dlogp <= 0.5,
         gpu_ms,
         format!(
-            "{nan_note}rel=mean|Δlogp| max=max|Δlogp| (nats); |Δlse| {:.1e} |ΔH| {:.1e}; rank equal {:.1}% top-1 agree {:.1}%; CPU {cpu_s:.1}s",
+            "{nan_note}rel=median |Δlogp|, max=max (≤ 0.5), p99 {:.3} (≤ 0.2), mean {:.4}; {:.1}% of tokens within 0.05; \
+             |Δlse| ≤ {:.1e}, |ΔH| ≤ {:.1e}; rank equal {:.1}%, top-1 agree {:.1}%; CPU {cpu_s:.1}s",
+            a.p99_dlogp,
+            a.mean_dlogp,
+            100.0 * a.frac_within,
             a.max_dlse,
             a.max_dentropy,
             100.0 * a.rank_equal,
@@ -1389,44 +1381,53 @@ fn one_model(
         ),
     ));
     report.rows.push(row(
-        format!("{shape} | Σπ²"),
+        "NLL per sequence",
+        a.max_seq_dnll,
+        a.max_seq_dnll,
+        0.02,
+        ok && a.max_seq_dnll <= 0.02,
+        0.0,
+        format!("max over sequences of ≥ {SEQ_MIN} scored tokens of |mean Δlogp| (nats)"),
+    ));
+    report.rows.push(row(
+        "Σπ² per sequence",
         a.max_seq_rel_p2,
         a.max_tok_rel_p2,
         2e-2,
-        ok_p2,
+        ok && a.max_seq_rel_p2 <= 2e-2,
         0.0,
-        "rel=max over sequences of |ΔΣ_tΣπ²|/Σ_tΣπ²; max=worst single token (relative)".into(),
+        "rel=max over sequences of |ΔΣ_tΣπ²|/Σ_tΣπ²; max=worst single token (relative, for information)".into(),
     ));
     report.rows.push(row(
-        format!("{shape} | top-50 Brier"),
+        "top-50 Brier per sequence",
+        a.max_seq_dtopk,
         a.max_dtopk,
-        a.max_dtopk,
-        0.05,
-        ok_topk,
+        0.02,
+        ok && a.max_seq_dtopk <= 0.02,
         0.0,
-        "max |Δ| of the compat-mode top-50 Brier".into(),
+        "rel=max over sequences of |mean Δ| of the compat-mode top-50 Brier; max=worst token (information)".into(),
     ));
     let rep = max_dlogp(&g1, &g2);
     report.rows.push(row(
-        format!("{shape} | determinism"),
+        "determinism",
         rep,
         rep,
         0.0,
         rep == 0.0,
         0.0,
-        "same batch twice on the GPU: max |Δlogp| (a race shows up here)".into(),
+        "the same batch twice: max |Δlogp| (a race shows up here)".into(),
     ));
     let inv = max_dlogp(&alone, &g1[3..4]);
     report.rows.push(row(
-        format!("{shape} | batch invariance"),
+        "batch invariance",
         inv,
         inv,
-        0.02,
-        inv <= 0.02,
+        0.05,
+        inv <= 0.05,
         0.0,
-        "300-token sequence alone vs packed with 16 others: max |Δlogp| (leakage between sequences shows here)".into(),
+        "300-token sequence alone vs packed with the others: max |Δlogp| (leakage between sequences shows here)".into(),
     ));
-    for r in report.rows.iter().rev().take(5) {
+    for r in &report.rows[first..] {
         eprintln!("[selftest] model      {:<52} {:?}", r.case, r.status);
     }
     Ok(())
@@ -1435,6 +1436,71 @@ fn one_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cuda::forward::Forward;
+    use crate::backend::cuda::mock::Mock;
+
+    struct OnMock<'a> {
+        mock: &'a Mock,
+        fwd: Forward<Mock>,
+    }
+
+    impl UnderTest for OnMock<'_> {
+        fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {
+            self.fwd.score(self.mock, batch, opts)
+        }
+        fn final_hidden(&mut self, batch: &[SeqRequest<'_>]) -> Result<Vec<f32>> {
+            self.fwd.final_hidden(self.mock, batch)
+        }
+    }
+
+    fn mock_rows(opts: &Options, name: &str, model: &Model, real: bool) -> Report {
+        let mock = Mock::default();
+        let mut dev = OnMock { mock: &mock, fwd: Forward::new(&mock, model).unwrap() };
+        dev.fwd.poison = true;
+        let mut report = Report::default();
+        model_rows(opts, &mut report, &mut SplitMix(3), name, model, real, &mut dev).unwrap();
+        report
+    }
+
+    /// The whole-model rows on the mock device (the kernels' bf16 rounding points, CPU arithmetic) for a small
+    /// random model: what the GPU run should show, minus the kernels' own rounding.
+    #[test]
+    fn whole_model_rows_pass_on_the_mock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny_config(Architecture::Qwen2);
+        (cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size) = (128, 4, 32, 200);
+        write_selftest_model(dir.path(), &cfg, 1).unwrap();
+        let model = Model::open(dir.path()).unwrap();
+        let opts = Options { long_len: 200, ..Options::default() };
+        let r = mock_rows(&opts, "tiny", &model, false);
+        assert_eq!(r.rows.len(), 7);
+        assert_eq!(r.failures(), 0, "{}", r.render());
+    }
+
+    /// Calibration of the whole-model bounds: the selftest's random models, and a real model given by
+    /// LARK_CALIBRATE_MODEL (with LARK_CALIBRATE_IDS as text), on the mock.
+    /// `cargo test --lib calibrate -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn calibrate_whole_model_bounds() {
+        let mut report = Report::default();
+        let mut opts = Options { long_len: 1000, ..Options::default() };
+        if let Some(p) = std::env::var_os("LARK_CALIBRATE_IDS") {
+            opts.text = load_ids(std::path::Path::new(&p)).unwrap();
+        }
+        if let Some(d) = std::env::var_os("LARK_CALIBRATE_MODEL") {
+            let model = Model::open(std::path::Path::new(&d)).unwrap();
+            report.rows.extend(mock_rows(&opts, "real", &model, true).rows);
+        } else {
+            for (i, (name, cfg)) in random_configs().into_iter().enumerate() {
+                let dir = tempfile::tempdir().unwrap();
+                write_selftest_model(dir.path(), &cfg, i as u64).unwrap();
+                let model = Model::open(dir.path()).unwrap();
+                report.rows.extend(mock_rows(&opts, name, &model, false).rows);
+            }
+        }
+        eprintln!("{}", report.render());
+    }
 
     fn ts(logprob: f32, sum_p2: f32, rank: u32) -> TokenStats {
         TokenStats { logprob, lse: 1.0, sum_p2, entropy: 1.0, rank, topk_brier: 0.5 }
@@ -1442,16 +1508,26 @@ mod tests {
 
     #[test]
     fn agreement_measures() {
-        let a = vec![vec![ts(-1.0, 0.5, 1), ts(-2.0, 0.25, 3)], vec![]];
+        // One sequence long enough for the per-sequence measures (≥ SEQ_MIN), one short one.
+        let mut long: Vec<TokenStats> = (0..SEQ_MIN as u32).map(|_| ts(-1.0, 0.5, 1)).collect();
+        long[1] = ts(-2.0, 0.25, 3);
+        let a = vec![long, vec![ts(-0.5, 0.9, 1)], vec![]];
         let same = agreement(&a, &a);
-        assert_eq!((same.max_dlogp, same.max_seq_rel_p2, same.nan, same.tokens), (0.0, 0.0, 0, 2));
-        assert_eq!((same.rank_equal, same.top1_agree), (1.0, 1.0));
+        assert_eq!((same.max_dlogp, same.max_seq_rel_p2, same.nan, same.tokens), (0.0, 0.0, 0, SEQ_MIN + 1));
+        assert_eq!((same.rank_equal, same.top1_agree, same.frac_within), (1.0, 1.0, 1.0));
         let mut b = a.clone();
         b[0][1] = ts(-2.1, 0.3, 1);
         let d = agreement(&b, &a);
         assert!((d.max_dlogp - 0.1).abs() < 1e-6);
-        assert!((d.max_seq_rel_p2 - 0.05 / 0.75).abs() < 1e-6);
-        assert_eq!(d.rank_equal, 0.5);
+        let sc = 0.5 * (SEQ_MIN - 1) as f64 + 0.25;
+        assert!((d.max_seq_rel_p2 - 0.05 / sc).abs() < 1e-6, "{}", d.max_seq_rel_p2);
+        assert!((d.max_seq_dnll - 0.1 / SEQ_MIN as f64).abs() < 1e-6);
+        assert!((d.max_tok_rel_p2 - 0.2).abs() < 1e-6);
+        assert_eq!(d.p50_dlogp, 0.0);
+        // A short sequence never enters the per-sequence measures.
+        let mut c = a.clone();
+        c[1][0].sum_p2 = 0.1;
+        assert_eq!(agreement(&c, &a).max_seq_rel_p2, 0.0);
         b[0][0].logprob = f32::NAN;
         assert_eq!(agreement(&b, &a).nan, 1);
         // A missing token is counted, not skipped.
