@@ -44,8 +44,8 @@ model="$(bash "$root/scripts/fetch-fixtures.sh" | sed -n 's/^SMOLLM2_DIR=//p')"
 lark="$root/target/release/lark"
 if "$lark" bench --help 2>/dev/null | grep -q -- '--ids-file'; then
     for T in "${lengths[@]}"; do
-        RAYON_NUM_THREADS=$threads "$lark" bench --model "$model" --device cpu --ids-file "$ids_dir/smollm2_ids_T$T.json" \
-            --runs "$runs" | tee -a "$results"
+        "$lark" bench --model "$model" --device cpu --threads "$threads" --ids-file "$ids_dir/smollm2_ids_T$T.json" \
+            --repeats "$runs" --json | sed "s/^{/{\"tool\":\"lark\",\"seq_len\":$T,/" | tee -a "$results"
     done
 else
     # TODO(lead): `lark bench --model DIR --device cpu --ids-file F --runs N` (CPU path, one JSON line with seq_len
@@ -59,5 +59,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 print("\n| tool | T | tokens/s (median) |\n|---|---|---|")
 for r in rows:
-    print(f"| {r.get('tool', '?')} | {r.get('seq_len', '?')} | {r.get('tok_per_s', '?')} |")
+    tps = r.get('tok_per_s', r.get('tokens_per_s', '?'))
+    tps = f"{tps:.0f}" if isinstance(tps, (int, float)) else tps
+    print(f"| {r.get('tool', '?')} | {r.get('seq_len', '?')} | {tps} |")
 EOF

@@ -22,7 +22,12 @@ if [[ ! -x "$bin" ]]; then
     exit 2
 fi
 t_start=$(date +%s)
+# The whole check must end inside the device call's limit (run it with timeout_s=420): each step gets at most
+# its own cap and what is left of GPU_CHECK_BUDGET, and a step with under 30 s left is skipped.
+budget="${GPU_CHECK_BUDGET:-390}"
 step() { echo "== $* ($(( $(date +%s) - t_start ))s)"; }
+left() { echo $(( budget - ($(date +%s) - t_start) )); }
+cap() { local c="$1" l; l=$(left); (( l < c )) && c=$l; echo "$c"; }
 summary=()
 
 step "device"
@@ -49,11 +54,13 @@ else
 fi
 
 step "selftest"
-timeout 300 "$bin" selftest --device cuda "${models[@]}" --out "$OUT/selftest.txt" 2>"$OUT/selftest.log"
+st_cap=$(( $(left) - 60 ))   # leave a minute for the benchmark hooks
+(( st_cap > 300 )) && st_cap=300
+timeout "$st_cap" "$bin" selftest --device cuda "${models[@]}" --out "$OUT/selftest.txt" 2>"$OUT/selftest.log"
 selftest_rc=$?
 [[ -f "$OUT/selftest.txt" ]] && cat "$OUT/selftest.txt"
 if (( selftest_rc == 124 )); then
-    summary+=("selftest   TIMED OUT after 300 s (progress in selftest.log)")
+    summary+=("selftest   TIMED OUT after $st_cap s (progress in selftest.log)")
     tail -n 5 "$OUT/selftest.log"
 elif [[ -f "$OUT/selftest.txt" ]]; then
     summary+=("selftest   $(grep '^SELFTEST' "$OUT/selftest.txt")")
@@ -67,7 +74,9 @@ fi
 if "$bin" bench --help >/dev/null 2>&1; then
     step "bench"
     for preset in smollm2 qwen2.5-1.5b; do
-        if timeout 120 "$bin" bench --preset "$preset" --random-weights --device cuda --lengths fixed:2048 \
+        c=$(cap 90)
+        if (( c < 30 )); then summary+=("bench      $preset: skipped (time budget)"); continue; fi
+        if timeout "$c" "$bin" bench --preset "$preset" --random-weights --device cuda --lengths fixed:2048 \
             --tokens 32768 --repeats 3 >"$OUT/bench-$preset.txt" 2>&1; then
             summary+=("bench      $preset: $(grep -i 'tokens/s' "$OUT/bench-$preset.txt" | head -1 | cut -c1-140)")
         else
@@ -76,9 +85,12 @@ if "$bin" bench --help >/dev/null 2>&1; then
         tail -n 5 "$OUT/bench-$preset.txt"
     done
 fi
-if [[ -f bench/compare_hf.py ]]; then
+c=$(cap 120)
+if [[ -f bench/compare_hf.py ]] && (( c < 30 )); then
+    summary+=("hf         skipped (time budget)")
+elif [[ -f bench/compare_hf.py ]]; then
     step "HF baseline"
-    if PYTHONUNBUFFERED=1 timeout 150 python3 bench/compare_hf.py ${HF_COMPARE_ARGS:-} >"$OUT/compare_hf.txt" 2>&1; then
+    if PYTHONUNBUFFERED=1 timeout "$c" python3 bench/compare_hf.py ${HF_COMPARE_ARGS:---preset qwen2.5-1.5b --lengths fixed:2048 --tokens 32768} >"$OUT/compare_hf.txt" 2>&1; then
         summary+=("hf         $(tail -n 1 "$OUT/compare_hf.txt" | cut -c1-140)")
     else
         summary+=("hf         compare_hf.py failed or timed out (compare_hf.txt)")

@@ -31,15 +31,19 @@ else
     rm -f "$out/smollm2.gguf"
 fi
 
-tree_bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | xargs -0 du -cb 2>/dev/null | tail -n1 | cut -f1)
-carry_bytes=$(du -cb "$out" | tail -n1 | cut -f1)
-total=$((tree_bytes + carry_bytes))
-printf 'travels: working tree %.1f MB + target/gpu-check %.1f MB = %.1f MB (limit 64 MiB = 67.1 MB)\n' \
-    "$(echo "$tree_bytes/1e6" | bc -l)" "$(echo "$carry_bytes/1e6" | bc -l)" "$(echo "$total/1e6" | bc -l)"
-if (( total > 64 * 1024 * 1024 )); then
-    echo "error: too large to carry; lower GPU_CHECK_LAYERS" >&2
-    exit 1
-fi
+# What travels: tracked and untracked-not-ignored files, plus the carried folder.
+python3 - "$out" <<'PY' || exit 1
+import os, subprocess, sys
+files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                       capture_output=True, check=True).stdout.split(b"\0")
+tree = sum(os.path.getsize(f) for f in files if f and os.path.isfile(f))
+carry = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(sys.argv[1]) for f in fs)
+limit = 64 * 1024 * 1024
+print(f"travels: working tree {tree / 1e6:.1f} MB + target/gpu-check {carry / 1e6:.1f} MB = "
+      f"{(tree + carry) / 1e6:.1f} MB (limit 64 MiB = {limit / 1e6:.1f} MB)")
+if tree + carry > limit:
+    sys.exit("error: too large to carry; lower GPU_CHECK_LAYERS")
+PY
 cat <<MSG
 ready. The one device call:
   run(command="bash scripts/gpu-check.sh", carry=["target/gpu-check"], timeout_s=420)

@@ -189,12 +189,12 @@ impl Exec for Mock {
         let inv: Vec<f32> = self.read(inv_freq, d / 2)?;
         let pos: Vec<i32> = self.read(positions, t)?;
         let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, w)?) } else { None };
-        for i in 0..t {
+        for (i, &pos_i) in pos.iter().enumerate() {
             let mut row = self.read_bf16(qkv + (i * w * 2) as u64, w)?;
             if let Some(b) = &b {
                 row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             }
-            let p = [pos[i] as u32];
+            let p = [pos_i as u32];
             let (mut qr, mut kr) = (row[..qw].to_vec(), row[qw..qw + kw].to_vec());
             cpu::rope_inplace(&mut qr, &p, heads, d, &inv);
             cpu::rope_inplace(&mut kr, &p, kv_heads, d, &inv);
@@ -266,9 +266,9 @@ impl Exec for Mock {
     fn vocab_stats(&self, block: &LogitsBlock, out: &StatsOut) -> Result<()> {
         vocab_stats::launch_config("mock vocab_stats", block)?;
         let gold: Vec<i32> = self.read(block.gold, block.rows)?;
-        for r in 0..block.rows {
+        for (r, &g) in gold.iter().enumerate() {
             let z: Vec<f32> = self.read(block.logits + (r * block.row_stride * 4) as u64, block.vocab)?;
-            let s = vocab_stats_row(&z, gold[r] as u32, &StatsOptions::default());
+            let s = vocab_stats_row(&z, g as u32, &StatsOptions::default());
             let o = (r * 4) as u64;
             self.store(out.lse + o, &[s.lse])?;
             self.store(out.logprob + o, &[s.logprob])?;
@@ -282,9 +282,9 @@ impl Exec for Mock {
     fn topk_brier(&self, block: &LogitsBlock, k: usize, out: DevPtr) -> Result<()> {
         vocab_stats::launch_config("mock topk", block)?;
         let gold: Vec<i32> = self.read(block.gold, block.rows)?;
-        for r in 0..block.rows {
+        for (r, &g) in gold.iter().enumerate() {
             let z: Vec<f32> = self.read(block.logits + (r * block.row_stride * 4) as u64, block.vocab)?;
-            self.store(out + (r * 4) as u64, &[topk_brier(&z, gold[r] as u32, k) as f32])?;
+            self.store(out + (r * 4) as u64, &[topk_brier(&z, g as u32, k) as f32])?;
         }
         Ok(())
     }
