@@ -5,8 +5,7 @@
 
 mod common;
 
-use lark::model::random::{tiny_config, write_random_model};
-use lark::model::{Architecture, StoredDtype};
+use common::student::student;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,19 +16,6 @@ fn lark(args: &[&str]) -> Output {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A small random-weight model directory carrying SmolLM2's tokenizer files.
-fn student() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tiny_config(Architecture::Llama);
-    cfg.vocab_size = 49152;
-    write_random_model(dir.path(), &cfg, StoredDtype::BF16, 5).unwrap();
-    let smol = common::fixtures::smollm2_dir();
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(smol.join(f), dir.path().join(f)).unwrap();
-    }
-    dir
 }
 
 fn read_jsonl(p: &Path) -> Vec<Value> {

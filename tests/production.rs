@@ -5,8 +5,7 @@
 
 mod common;
 
-use lark::model::random::{tiny_config, write_random_model};
-use lark::model::{Architecture, StoredDtype};
+use common::student::student;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -23,18 +22,6 @@ fn ok(args: &[&str]) -> Output {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn student() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tiny_config(Architecture::Llama);
-    cfg.vocab_size = 49152;
-    write_random_model(dir.path(), &cfg, StoredDtype::BF16, 5).unwrap();
-    let smol = common::fixtures::smollm2_dir();
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(smol.join(f), dir.path().join(f)).unwrap();
-    }
-    dir
 }
 
 fn s(p: &Path) -> &str {

@@ -1,0 +1,18 @@
+//! A small random-weight Llama carrying SmolLM2's real tokenizer and chat template: the text path is real and a
+//! whole `lark run` over the example pool takes seconds. Real-model numbers are checked by golden_parity.rs.
+#![allow(dead_code)]
+
+use lark::model::random::{tiny_config, write_random_model};
+use lark::model::{Architecture, StoredDtype};
+
+pub fn student() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(Architecture::Llama);
+    cfg.vocab_size = 49152;
+    write_random_model(dir.path(), &cfg, StoredDtype::BF16, 5).unwrap();
+    let smol = super::fixtures::smollm2_dir();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(smol.join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
