@@ -8,4 +8,6 @@ bash scripts/install-cuda-toolchain.sh >/dev/null
 export LARK_REQUIRE_KERNELS=1
 cargo build --release --bin lark
 LARK_BIN="$PWD/target/release/lark" bash scripts/fetch-fixtures.sh
+# The C ABI tests link against target/debug/liblark.{so,a}; `cargo test` builds only the rlib.
+cargo build --lib
 cargo test --all-targets "$@"

@@ -27,7 +27,7 @@ fn target_dir() -> PathBuf {
 
 fn cdylib() -> PathBuf {
     let p = target_dir().join("liblark.so");
-    assert!(p.exists(), "{} is missing: Cargo.toml's [lib] crate-type must list cdylib", p.display());
+    assert!(p.exists(), "{} is missing: run `cargo build --lib` first (scripts/test.sh does); Cargo.toml's [lib] crate-type must list cdylib", p.display());
     p
 }
 
@@ -389,7 +389,7 @@ fn readme_snippet_links_statically() {
     std::fs::write(&src, code.replace("models/student", s(&f.model))).unwrap();
     let exe = dir.join("demo");
     let lib = target_dir().join("liblark.a");
-    assert!(lib.exists(), "{} is missing: Cargo.toml's [lib] crate-type must list staticlib", lib.display());
+    assert!(lib.exists(), "{} is missing: run `cargo build --lib` first (scripts/test.sh does); Cargo.toml's [lib] crate-type must list staticlib", lib.display());
     let o = Command::new("cc")
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
         .arg(format!("-I{}", repo().join("include").display()))
