@@ -8,8 +8,6 @@
 
 mod common;
 
-use lark::model::random::{tiny_config, write_random_model};
-use lark::model::{Architecture, StoredDtype};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -107,14 +105,7 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = scratch();
         let model = dir.join("model");
-        std::fs::create_dir_all(&model).unwrap();
-        let mut cfg = tiny_config(Architecture::Llama);
-        cfg.vocab_size = 49152;
-        write_random_model(&model, &cfg, StoredDtype::BF16, 5).unwrap();
-        let smol = common::fixtures::smollm2_dir();
-        for f in ["tokenizer.json", "tokenizer_config.json"] {
-            std::fs::copy(smol.join(f), model.join(f)).unwrap();
-        }
+        common::student::write_student(&model);
         let (pool, c_input) = write_inputs(&dir, "pool3", &pool_records(&[0, 1, 2]));
         let (scores, selection) = lark_run(&model, &pool, &dir.join("run"), &[]);
         Fixture { model, pool, c_input, scores, selection }

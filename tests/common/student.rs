@@ -7,12 +7,18 @@ use lark::model::{Architecture, StoredDtype};
 
 pub fn student() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    write_student(dir.path());
+    dir
+}
+
+/// Write the student model into `dir` (created if needed).
+pub fn write_student(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
     let mut cfg = tiny_config(Architecture::Llama);
     cfg.vocab_size = 49152;
-    write_random_model(dir.path(), &cfg, StoredDtype::BF16, 5).unwrap();
+    write_random_model(dir, &cfg, StoredDtype::BF16, 5).unwrap();
     let smol = super::fixtures::smollm2_dir();
     for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(smol.join(f), dir.path().join(f)).unwrap();
+        std::fs::copy(smol.join(f), dir.join(f)).unwrap();
     }
-    dir
 }

@@ -202,12 +202,14 @@ pub fn validate_batch(batch: &[SeqRequest<'_>], vocab: usize) -> Result<()> {
     Ok(())
 }
 
-impl Backend for CpuBackend {
-    fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
-    }
-
-    fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {
+impl CpuBackend {
+    /// Score a packed batch and also return its final-normed hidden states `[T, hidden]` (the selftest
+    /// compares the layer stack on its own). `score` is this without the hidden states.
+    pub fn score_with_hidden(
+        &self,
+        batch: &[SeqRequest<'_>],
+        opts: &StatsOptions,
+    ) -> Result<(Vec<f32>, Vec<Vec<TokenStats>>)> {
         validate_batch(batch, self.config.vocab_size)?;
         let mut ids = Vec::new();
         let mut cu = vec![0usize];
@@ -227,9 +229,19 @@ impl Backend for CpuBackend {
                 gold.push(req.ids[t]);
             }
         }
-        drop(hidden);
         let mut flat = self.head_stats(&rows, &gold, opts).into_iter();
-        Ok(batch.iter().map(|req| flat.by_ref().take(req.n_scored()).collect()).collect())
+        let stats = batch.iter().map(|req| flat.by_ref().take(req.n_scored()).collect()).collect();
+        Ok((hidden, stats))
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {
+        Ok(self.score_with_hidden(batch, opts)?.1)
     }
 }
 

@@ -1225,27 +1225,7 @@ fn cpu_reference(
     batch: &[SeqRequest<'_>],
     opts: &StatsOptions,
 ) -> Result<(Vec<f32>, Vec<Vec<TokenStats>>)> {
-    let cpu_b = CpuBackend::new(model)?;
-    crate::backend::cpu::validate_batch(batch, model.config.vocab_size)?;
-    let mut ids_all = Vec::new();
-    let mut cu = vec![0usize];
-    for r in batch {
-        ids_all.extend_from_slice(r.ids);
-        cu.push(ids_all.len());
-    }
-    let hidden = cpu_b.hidden_states(&ids_all, &cu);
-    let h = model.config.hidden_size;
-    let (mut rows, mut gold) = (Vec::new(), Vec::new());
-    for (s, req) in batch.iter().enumerate() {
-        for t in req.score_from..req.ids.len() {
-            let r = cu[s] + t - 1;
-            rows.extend_from_slice(&hidden[r * h..(r + 1) * h]);
-            gold.push(req.ids[t]);
-        }
-    }
-    let mut flat = cpu_b.head_stats(&rows, &gold, opts).into_iter();
-    let stats = batch.iter().map(|req| flat.by_ref().take(req.n_scored()).collect()).collect();
-    Ok((hidden, stats))
+    CpuBackend::new(model)?.score_with_hidden(batch, opts)
 }
 
 /// What the whole-model rows need from the device under test: the GPU backend, or the mock in tests.
