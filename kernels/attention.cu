@@ -308,10 +308,14 @@ LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128)
 // Fallback for any head_dim in 1..=256: warp w of the grid handles query token w / num_heads, head w % num_heads.
 // Lane l owns dims l, l+32, ...; each score is a warp sum; plain fp32 online softmax with expf.
 // Grid: ceil(T_total * num_heads / 4) blocks of 128 threads (T_total = cu_seqlens[num_seqs]).
-extern "C" __global__ void __launch_bounds__(128)
-    attention_varlen_generic(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
-                             bf16* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs, int num_heads,
-                             int num_kv_heads, int head_dim, float softmax_scale) {
+// Instantiated for bf16 (attention_varlen_generic) and fp32 (attention_varlen_generic_f32, the `--precision fp32`
+// path, any head_dim) q/k/v/out.
+namespace {
+template <typename A>
+__device__ __forceinline__ void attention_generic(const A* __restrict__ q, const A* __restrict__ k,
+                                                  const A* __restrict__ v, A* __restrict__ out,
+                                                  const int* __restrict__ cu_seqlens, int num_seqs, int num_heads,
+                                                  int num_kv_heads, int head_dim, float softmax_scale) {
     constexpr int MAXD = 256, PER = MAXD / 32;
     if (head_dim < 1 || head_dim > MAXD || num_seqs < 1 || num_heads <= 0 || num_kv_heads <= 0 ||
         num_heads % num_kv_heads != 0)
@@ -336,24 +340,24 @@ extern "C" __global__ void __launch_bounds__(128)
     const long long q_stride = static_cast<long long>(num_heads) * head_dim;
     const long long kv_stride = static_cast<long long>(num_kv_heads) * head_dim;
 
-    const bf16* qrow = q + row * q_stride + static_cast<long long>(head) * head_dim;
+    const A* qrow = q + row * q_stride + static_cast<long long>(head) * head_dim;
     float qv[PER], acc[PER];
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
         const int d = lane + 32 * i;
-        qv[i] = (d < head_dim) ? __bfloat162float(qrow[d]) * softmax_scale : 0.f;
+        qv[i] = (d < head_dim) ? lark_ld(qrow + d) * softmax_scale : 0.f;
         acc[i] = 0.f;
     }
     float m = LARK_NEG_INF, l = 0.f;
     for (long long j = 0; j <= pos; ++j) {
         const long long kv_off = (begin + j) * kv_stride + static_cast<long long>(kv_head) * head_dim;
-        const bf16* krow = k + kv_off;
-        const bf16* vrow = v + kv_off;
+        const A* krow = k + kv_off;
+        const A* vrow = v + kv_off;
         float dot = 0.f;
 #pragma unroll
         for (int i = 0; i < PER; ++i) {
             const int d = lane + 32 * i;
-            if (d < head_dim) dot += qv[i] * __bfloat162float(krow[d]);
+            if (d < head_dim) dot += qv[i] * lark_ld(krow + d);
         }
         dot = lark_warp_sum(dot);
         const float m_new = fmaxf(m, dot);
@@ -363,15 +367,30 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int i = 0; i < PER; ++i) {
             const int d = lane + 32 * i;
-            if (d < head_dim) acc[i] = acc[i] * corr + p * __bfloat162float(vrow[d]);
+            if (d < head_dim) acc[i] = acc[i] * corr + p * lark_ld(vrow + d);
         }
         m = m_new;
     }
     const float inv = (l > 0.f) ? 1.f / l : 0.f;
-    bf16* orow = out + row * q_stride + static_cast<long long>(head) * head_dim;
+    A* orow = out + row * q_stride + static_cast<long long>(head) * head_dim;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
         const int d = lane + 32 * i;
-        if (d < head_dim) orow[d] = __float2bfloat16(acc[i] * inv);
+        if (d < head_dim) lark_st(orow + d, acc[i] * inv);
     }
+}
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(128)
+    attention_varlen_generic(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                             bf16* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs, int num_heads,
+                             int num_kv_heads, int head_dim, float softmax_scale) {
+    attention_generic<bf16>(q, k, v, out, cu_seqlens, num_seqs, num_heads, num_kv_heads, head_dim, softmax_scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    attention_varlen_generic_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                 float* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs,
+                                 int num_heads, int num_kv_heads, int head_dim, float softmax_scale) {
+    attention_generic<float>(q, k, v, out, cu_seqlens, num_seqs, num_heads, num_kv_heads, head_dim, softmax_scale);
 }

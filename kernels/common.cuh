@@ -51,3 +51,12 @@ static __device__ __forceinline__ float lark_key_float(uint32_t k) {
     uint32_t b = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
     return __uint_as_float(b);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Activation element access for kernels instantiated for both activation types (bf16, the fast path; fp32, the
+// `--precision fp32` path): math is always fp32, and a store rounds once to the buffer's type.
+// ---------------------------------------------------------------------------------------------------------------
+static __device__ __forceinline__ float lark_ld(const bf16* p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ float lark_ld(const float* p) { return *p; }
+static __device__ __forceinline__ void lark_st(bf16* p, float v) { *p = __float2bfloat16(v); }
+static __device__ __forceinline__ void lark_st(float* p, float v) { *p = v; }

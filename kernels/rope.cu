@@ -11,8 +11,9 @@
 // it; cos and sin of that fp32 angle are taken in fp64 and rounded to fp32, as the CPU reference does, so the two
 // agree to the last bit of the angle even at position 32K. inv_freq (llama3 scaling folded in) comes from the host.
 //
-// Layout: qkv bf16 [T, (H + 2·Hkv)·D]; bias fp32 [(H + 2·Hkv)·D] or null; positions int32 [T]; inv_freq fp32 [D/2];
-// q bf16 [T, H, D]; k, v bf16 [T, Hkv, D]. D must be even and ≤ 1024 (else nothing is written).
+// Layout: qkv A [T, (H + 2·Hkv)·D]; bias fp32 [(H + 2·Hkv)·D] or null; positions int32 [T]; inv_freq fp32 [D/2];
+// q A [T, H, D]; k, v A [T, Hkv, D], with A = bf16 (rope_qkv_split_bf16) or fp32 (rope_qkv_split_f32).
+// D must be even and ≤ 1024 (else nothing is written).
 // Launch: grid = T blocks (one token each), block = 128 threads; cos and sin of the token's D/2 angles are computed
 // once per block into shared memory and used by all heads. D ≤ ROPE_MAX_D.
 
@@ -20,11 +21,13 @@
 
 #define ROPE_MAX_D 1024
 
-extern "C" __global__ void __launch_bounds__(128)
-    rope_qkv_split_bf16(const bf16* __restrict__ qkv, const float* __restrict__ bias, const int* __restrict__ positions,
-                        const float* __restrict__ inv_freq, bf16* __restrict__ q, bf16* __restrict__ k,
-                        bf16* __restrict__ v, int T, int H, int Hkv, int D) {
-    __shared__ float cs[ROPE_MAX_D];  // cos[D/2] then sin[D/2]
+namespace {
+
+template <typename A>
+__device__ __forceinline__ void rope_qkv_split(const A* __restrict__ qkv, const float* __restrict__ bias,
+                                               const int* __restrict__ positions, const float* __restrict__ inv_freq,
+                                               A* __restrict__ q, A* __restrict__ k, A* __restrict__ v, int T, int H,
+                                               int Hkv, int D, float* cs) {
     const int t = blockIdx.x;
     if (t >= T || D > ROPE_MAX_D || (D & 1)) return;  // uniform over the block
     const int half = D / 2;
@@ -39,13 +42,13 @@ extern "C" __global__ void __launch_bounds__(128)
     __syncthreads();
 
     const int width = (H + 2 * Hkv) * D;
-    const bf16* row = qkv + static_cast<long long>(t) * width;
+    const A* row = qkv + static_cast<long long>(t) * width;
     // Rotated heads: H query heads then Hkv key heads, D/2 pairs each.
     const int n_pairs = (H + Hkv) * half;
     for (int job = threadIdx.x; job < n_pairs; job += blockDim.x) {
         const int head = job / half, i = job - head * half;
         const int c0 = head * D + i, c1 = c0 + half;
-        float a = __bfloat162float(row[c0]), b = __bfloat162float(row[c1]);
+        float a = lark_ld(row + c0), b = lark_ld(row + c1);
         if (bias) {
             a += bias[c0];
             b += bias[c1];
@@ -53,18 +56,36 @@ extern "C" __global__ void __launch_bounds__(128)
         const float c = cs[i], s = cs[half + i];
         const float ra = a * c - b * s;
         const float rb = b * c + a * s;
-        bf16* dst = head < H ? q + (static_cast<long long>(t) * H + head) * D
+        A* dst = head < H ? q + (static_cast<long long>(t) * H + head) * D
                              : k + (static_cast<long long>(t) * Hkv + (head - H)) * D;
-        dst[i] = __float2bfloat16(ra);
-        dst[i + half] = __float2bfloat16(rb);
+        lark_st(dst + i, ra);
+        lark_st(dst + i + half, rb);
     }
     // Values: copied with their bias.
     const int v_off = (H + Hkv) * D;
     const int n_v = Hkv * D;
-    bf16* vdst = v + static_cast<long long>(t) * n_v;
+    A* vdst = v + static_cast<long long>(t) * n_v;
     for (int j = threadIdx.x; j < n_v; j += blockDim.x) {
-        float a = __bfloat162float(row[v_off + j]);
+        float a = lark_ld(row + v_off + j);
         if (bias) a += bias[v_off + j];
-        vdst[j] = __float2bfloat16(a);
+        lark_st(vdst + j, a);
     }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(128)
+    rope_qkv_split_bf16(const bf16* __restrict__ qkv, const float* __restrict__ bias, const int* __restrict__ positions,
+                        const float* __restrict__ inv_freq, bf16* __restrict__ q, bf16* __restrict__ k,
+                        bf16* __restrict__ v, int T, int H, int Hkv, int D) {
+    __shared__ float cs[ROPE_MAX_D];  // cos[D/2] then sin[D/2]
+    rope_qkv_split<bf16>(qkv, bias, positions, inv_freq, q, k, v, T, H, Hkv, D, cs);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    rope_qkv_split_f32(const float* __restrict__ qkv, const float* __restrict__ bias, const int* __restrict__ positions,
+                       const float* __restrict__ inv_freq, float* __restrict__ q, float* __restrict__ k,
+                       float* __restrict__ v, int T, int H, int Hkv, int D) {
+    __shared__ float cs[ROPE_MAX_D];  // cos[D/2] then sin[D/2]
+    rope_qkv_split<float>(qkv, bias, positions, inv_freq, q, k, v, T, H, Hkv, D, cs);
 }

@@ -88,6 +88,8 @@ fi
 c=$(cap 120)
 if [[ -f bench/compare_hf.py ]] && (( c < 30 )); then
     summary+=("hf         skipped (time budget)")
+elif [[ -f bench/compare_hf.py && -n "${GPU_CHECK_SKIP_HF:-}" ]]; then
+    summary+=("hf         skipped (GPU_CHECK_SKIP_HF)")
 elif [[ -f bench/compare_hf.py ]]; then
     step "HF baseline"
     if PYTHONUNBUFFERED=1 timeout "$c" python3 bench/compare_hf.py ${HF_COMPARE_ARGS:---preset qwen2.5-1.5b --lengths fixed:2048 --tokens 32768} >"$OUT/compare_hf.txt" 2>&1; then

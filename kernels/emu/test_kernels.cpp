@@ -320,6 +320,67 @@ static void run_vocab_case(int V, int pad, int base_off, Gen gen, std::mt19937& 
                 gen_name(gen), worst, worst_tb);
 }
 
+// The fp32 generic kernel (`--precision fp32`): fp32 inputs, fp64 reference; the bound is fp32 rounding.
+static void run_attention_f32_case(const std::vector<int>& lens, int H, int Hkv, int D, std::mt19937& rng) {
+    const int S = static_cast<int>(lens.size());
+    std::vector<int> cu(S + 1, 0);
+    for (int s = 0; s < S; ++s) cu[s + 1] = cu[s] + lens[s];
+    const int T = cu[S];
+    const size_t nq = static_cast<size_t>(T) * H * D, nkv = static_cast<size_t>(T) * Hkv * D;
+    float* q = guarded<float>(nq);
+    float* k = guarded<float>(nkv);
+    float* v = guarded<float>(nkv);
+    float* out = guarded<float>(nq);
+    int* d_cu = guarded<int>(S + 1);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (size_t i = 0; i < nq; ++i) q[i] = nd(rng) * 3.f;
+    for (size_t i = 0; i < nkv; ++i) k[i] = nd(rng);
+    for (size_t i = 0; i < nkv; ++i) v[i] = nd(rng);
+    for (size_t i = 0; i < nq; ++i) out[i] = NAN;
+    std::copy(cu.begin(), cu.end(), d_cu);
+    const float scale = 1.f / std::sqrt(static_cast<float>(D));
+    const unsigned blocks = static_cast<unsigned>((static_cast<long long>(T) * H * 32 + 127) / 128);
+    emu::launch(dim3{blocks, 1, 1}, dim3{128, 1, 1},
+                [&] { attention_varlen_generic_f32(q, k, v, out, d_cu, S, H, Hkv, D, scale); });
+    double err2 = 0, ref2 = 0;
+    size_t unwritten = 0;
+    const int group = H / Hkv;
+    for (int s = 0; s < S; ++s)
+        for (int i = 0; i < lens[s]; ++i)
+            for (int h = 0; h < H; ++h) {
+                const int row = cu[s] + i, kh = h / group;
+                const float* qr = q + (static_cast<size_t>(row) * H + h) * D;
+                std::vector<double> sc(i + 1), acc(D, 0.0);
+                double m = -INFINITY, l = 0;
+                for (int j = 0; j <= i; ++j) {
+                    const float* kr = k + (static_cast<size_t>(cu[s] + j) * Hkv + kh) * D;
+                    double d = 0;
+                    for (int x = 0; x < D; ++x) d += static_cast<double>(qr[x]) * scale * kr[x];
+                    sc[j] = d;
+                    m = std::max(m, d);
+                }
+                for (int j = 0; j <= i; ++j) {
+                    const double p = std::exp(sc[j] - m);
+                    l += p;
+                    const float* vr = v + (static_cast<size_t>(cu[s] + j) * Hkv + kh) * D;
+                    for (int x = 0; x < D; ++x) acc[x] += p * vr[x];
+                }
+                for (int x = 0; x < D; ++x) {
+                    const double got = out[(static_cast<size_t>(row) * H + h) * D + x], ref = acc[x] / l;
+                    if (!std::isfinite(got)) {
+                        ++unwritten;
+                        continue;
+                    }
+                    err2 += (got - ref) * (got - ref);
+                    ref2 += ref * ref;
+                }
+            }
+    const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
+    std::printf("attention generic_f32 D=%-3d H=%d Hkv=%d T=%d: rel %.2e, unwritten %zu\n", D, H, Hkv, T, rel, unwritten);
+    CHECK(unwritten == 0, "attention f32: %zu output elements not written", unwritten);
+    CHECK(rel < 2e-6, "attention f32: relative error %.3e", rel);
+}
+
 int main(int argc, char** argv) {
     bool quick = false, attention = true, vocab = true;
     for (int i = 1; i < argc; ++i) {
@@ -353,6 +414,10 @@ int main(int argc, char** argv) {
     }
     if (attention)
         for (const auto& c : ac) run_attention_case(c, rng);
+    if (attention) {
+        run_attention_f32_case({1, 5, 66}, 4, 2, 40, rng);
+        run_attention_f32_case({70, 1}, 2, 1, 128, rng);
+    }
 
     // Vocabulary statistics: sizes around the float4 width and the block size, unaligned rows, odd strides.
     const std::vector<int> ks = {1, 2, 3, 50, 1024, 100000};

@@ -162,6 +162,108 @@ static void test_swiglu(int T, int I, bool bias_on, int blocks) {
     printf("swiglu T=%d I=%d bias=%d blocks=%d rel=%.2e\n", T, I, bias_on, blocks, e);
 }
 
+// The fp32-activation variants (`--precision fp32`): same references, fp32 buffers, so the bound is fp32 rounding.
+static void test_norm_f32(int T, int H, bool bias_on, int gather, float eps) {
+    float* x = guarded<float>((size_t)T * H);
+    float* bias = guarded<float>(H);
+    float* w = guarded<float>(H);
+    int n = gather ? gather : T;
+    int* rows = guarded<int>(n);
+    float* y = guarded<float>((size_t)n * H);
+    std::vector<float> x0((size_t)T * H);
+    for (size_t i = 0; i < (size_t)T * H; ++i) x[i] = x0[i] = U(4);
+    for (int j = 0; j < H; ++j) { bias[j] = U(0.5); w[j] = 1 + U(0.3); }
+    for (int r = 0; r < n; ++r) rows[r] = gather ? (int)(rng() % T) : r;
+    int write_x = gather ? 0 : 1;
+    emu::launch(dim3{(unsigned)n}, dim3{256}, [&] {
+        rmsnorm_residual_f32(x, nullptr, bias_on ? bias : nullptr, w, y, gather ? rows : nullptr, n, H, eps, write_x);
+    });
+    std::vector<double> gy, wy;
+    for (int r = 0; r < n; ++r) {
+        int i = rows[r];
+        std::vector<double> v(H);
+        double ss = 0;
+        for (int j = 0; j < H; ++j) {
+            float a = x0[(size_t)i * H + j];
+            if (bias_on) a += bias[j];
+            v[j] = a; ss += (double)a * a;
+        }
+        double inv = 1 / std::sqrt(ss / H + eps);
+        for (int j = 0; j < H; ++j) { wy.push_back(v[j] * inv * w[j]); gy.push_back(y[(size_t)r * H + j]); }
+    }
+    double e = relerr(gy, wy);
+    CHECK(e < 1e-6, "norm f32 T=%d H=%d rel %g", T, H, e);
+    printf("rmsnorm_f32 T=%d H=%d bias=%d gather=%d rel=%.2e\n", T, H, bias_on, gather, e);
+}
+
+static void test_rope_f32(std::vector<int> pos, int H, int Hkv, int D, bool bias_on, double theta) {
+    int T = pos.size(), W = (H + 2 * Hkv) * D, half = D / 2;
+    float* qkv = guarded<float>((size_t)T * W);
+    float* bias = guarded<float>(W);
+    int* p = guarded<int>(T);
+    float* inv = guarded<float>(half);
+    float* q = guarded<float>((size_t)T * H * D);
+    float* k = guarded<float>((size_t)T * Hkv * D);
+    float* v = guarded<float>((size_t)T * Hkv * D);
+    for (size_t i = 0; i < (size_t)T * W; ++i) qkv[i] = U(3);
+    for (int j = 0; j < W; ++j) bias[j] = U(0.5);
+    for (int t = 0; t < T; ++t) p[t] = pos[t];
+    for (int i = 0; i < half; ++i) inv[i] = (float)(1.0 / std::pow(theta, 2.0 * i / D));
+    emu::launch(dim3{(unsigned)T}, dim3{128}, [&] { rope_qkv_split_f32(qkv, bias_on ? bias : nullptr, p, inv, q, k, v, T, H, Hkv, D); });
+    std::vector<double> got, want;
+    for (int t = 0; t < T; ++t) {
+        auto a = [&](int c) { return (double)(float)(qkv[(size_t)t * W + c] + (bias_on ? bias[c] : 0.0f)); };
+        for (int h = 0; h < H + Hkv; ++h)
+            for (int i = 0; i < half; ++i) {
+                double ang = (double)((float)pos[t] * inv[i]);
+                double x0 = a(h * D + i), x1 = a(h * D + i + half);
+                float* dst = h < H ? q + ((size_t)t * H + h) * D : k + ((size_t)t * Hkv + h - H) * D;
+                want.push_back(x0 * std::cos(ang) - x1 * std::sin(ang)); got.push_back(dst[i]);
+                want.push_back(x1 * std::cos(ang) + x0 * std::sin(ang)); got.push_back(dst[i + half]);
+            }
+        for (int j = 0; j < Hkv * D; ++j) { want.push_back(a((H + Hkv) * D + j)); got.push_back(v[(size_t)t * Hkv * D + j]); }
+    }
+    double e = relerr(got, want);
+    CHECK(e < 1e-6, "rope f32 rel %g", e);
+    printf("rope_f32 T=%d H=%d Hkv=%d D=%d bias=%d rel=%.2e\n", T, H, Hkv, D, bias_on, e);
+}
+
+static void test_swiglu_f32(int T, int I, bool bias_on, int blocks) {
+    float* gu = guarded<float>((size_t)T * 2 * I);
+    float* bias = guarded<float>(2 * I);
+    float* out = guarded<float>((size_t)T * I);
+    for (size_t i = 0; i < (size_t)T * 2 * I; ++i) gu[i] = U(6);
+    for (int j = 0; j < 2 * I; ++j) bias[j] = U(0.5);
+    emu::launch(dim3{(unsigned)blocks}, dim3{256}, [&] { swiglu_f32(gu, bias_on ? bias : nullptr, out, T, I); });
+    std::vector<double> got, want;
+    for (int t = 0; t < T; ++t)
+        for (int j = 0; j < I; ++j) {
+            double g = (float)(gu[(size_t)t * 2 * I + j] + (bias_on ? bias[j] : 0.0f));
+            double u = (float)(gu[(size_t)t * 2 * I + I + j] + (bias_on ? bias[I + j] : 0.0f));
+            want.push_back(g / (1 + std::exp(-g)) * u); got.push_back(out[(size_t)t * I + j]);
+        }
+    double e = relerr(got, want);
+    CHECK(e < 1e-6, "swiglu f32 rel %g", e);
+    printf("swiglu_f32 T=%d I=%d bias=%d blocks=%d rel=%.2e\n", T, I, bias_on, blocks, e);
+}
+
+// hi + lo reproduces x to ~2^-16 relative, and hi is x rounded to bf16.
+static void test_split(long long n, int blocks) {
+    float* x = guarded<float>(n);
+    bf16* hi = guarded<bf16>(n);
+    bf16* lo = guarded<bf16>(n);
+    for (long long i = 0; i < n; ++i) x[i] = U(100) * std::exp(U(8));
+    emu::launch(dim3{(unsigned)blocks}, dim3{256}, [&] { split_bf16_f32(x, hi, lo, n); });
+    double worst = 0;
+    for (long long i = 0; i < n; ++i) {
+        CHECK(__bfloat162float(hi[i]) == bfr(x[i]), "split hi %lld", i);
+        double r = std::fabs((double)__bfloat162float(hi[i]) + __bfloat162float(lo[i]) - x[i]) / std::fabs(x[i]);
+        worst = std::max(worst, r);
+    }
+    CHECK(worst < 1.6e-5, "split rel %g", worst);
+    printf("split n=%lld blocks=%d max rel=%.2e\n", n, blocks, worst);
+}
+
 int main() {
     test_embedding(1, 48, 301);
     test_embedding(7, 37, 301);
@@ -179,6 +281,15 @@ int main() {
     test_swiglu(3, 1, false, 1);
     test_swiglu(5, 300, false, 2);
     test_swiglu(4, 301, true, 3);
+    test_norm_f32(1, 576, false, 0, 1e-5f);
+    test_norm_f32(5, 37, true, 0, 1e-6f);
+    test_norm_f32(20, 576, true, 9, 1e-5f);
+    test_rope_f32({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
+    test_rope_f32({0, 1, 7, 40000}, 3, 1, 10, false, 1e4);
+    test_swiglu_f32(1, 83, true, 1);
+    test_swiglu_f32(4, 301, false, 3);
+    test_split(1, 1);
+    test_split(1000, 2);
     printf(fails ? "FAILED %d\n" : "all ok\n", fails);
     return fails != 0;
 }

@@ -1,6 +1,7 @@
 //! `lark bench`: end-to-end scoring throughput of a backend on synthetic or given token sequences.
 //! A benchmark, never a test: it prints figures, it asserts nothing.
 
+use crate::backend::cuda::{self, Precision};
 use crate::backend::{open_backend, Backend, DeviceChoice, SeqRequest};
 use crate::error::{LarkError, Result};
 use crate::model::presets::{preset, PRESET_NAMES, RSR_TEACHER_MEAN_LENGTHS};
@@ -44,6 +45,30 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// GPU activation precision: bf16 (default, fast) or fp32 (reference grade, ~2× the GEMM work).
+    #[arg(long, default_value = "bf16")]
+    pub precision: Precision,
+}
+
+/// The backend to measure, and on a GPU the measured cuBLAS bf16 GEMM ceiling (TFLOP/s) to compare with.
+fn open_bench_backend(model: &Model, a: &Args) -> Result<(Box<dyn Backend>, String, Option<f64>)> {
+    let ordinal = match &a.device {
+        DeviceChoice::Cuda(ids) => Some(ids.first().copied().unwrap_or(0)),
+        DeviceChoice::Auto if cuda::probe().is_ok() => Some(0),
+        _ => None,
+    };
+    match ordinal {
+        Some(o) => {
+            let b = cuda::CudaBackend::with_precision(model, o, a.precision)?;
+            let ceiling = b.gemm_ceiling_tflops()?;
+            let d = b.describe();
+            Ok((Box::new(b), d, Some(ceiling)))
+        }
+        None => {
+            let (b, d) = open_backend(model, &a.device)?;
+            Ok((b, d, None))
+        }
+    }
 }
 
 fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
@@ -115,7 +140,7 @@ pub fn run(a: Args) -> Result<()> {
             return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME --random-weights"))
         }
     };
-    let (mut backend, desc) = open_backend(&model, &a.device)?;
+    let (mut backend, desc, ceiling) = open_bench_backend(&model, &a)?;
     let seqs = sequences(&a, model.config.vocab_size)?;
     let opts = StatsOptions { topk_brier: a.topk_brier };
     let tokens: usize = seqs.iter().map(|s| s.len()).sum();
@@ -147,7 +172,8 @@ pub fn run(a: Args) -> Result<()> {
         "lengths": if a.ids_file.is_some() { "ids-file".to_string() } else { a.lengths.clone() },
         "median_s": median, "times_s": times, "tokens_per_s": tok_s, "tflops": tflops,
         "s_per_trajectory": median / seqs.len() as f64, "peak_device_bytes": peak,
-        "topk_brier": a.topk_brier,
+        "topk_brier": a.topk_brier, "gemm_ceiling_tflops": ceiling,
+        "fraction_of_ceiling": ceiling.map(|c| tflops / c), "precision": a.precision.name(),
     });
     if a.json {
         println!("{v}");
@@ -158,6 +184,9 @@ pub fn run(a: Args) -> Result<()> {
         println!("median       {median:.4} s over {} runs", times.len());
         println!("throughput   {tok_s:.0} tokens/s");
         println!("compute      {tflops:.3} TFLOP/s achieved");
+        if let Some(c) = ceiling {
+            println!("ceiling      {c:.0} TFLOP/s cuBLAS bf16 GEMM 8192³ on this GPU: {:.1}% of it", 100.0 * tflops / c);
+        }
         println!("trajectory   {:.4} s each", median / seqs.len() as f64);
         if let Some(p) = peak {
             println!("peak memory  {:.2} GiB", p as f64 / (1u64 << 30) as f64);

@@ -8,7 +8,7 @@
 //! `cu_seqlens`: one entry per 64-row query tile. Any other `head_dim` ≤ 256 goes to the simple fallback kernel.
 
 use super::device::{cu, Gpu};
-use super::ops::DevPtr;
+use super::ops::{DevPtr, Precision};
 use crate::error::{LarkError, Result};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
@@ -28,10 +28,20 @@ pub enum AttentionKernel {
     Hd128,
     /// `attention_varlen_generic`: one warp per (query, head), any head_dim ≤ 256.
     Generic,
+    /// `attention_varlen_generic_f32`: the generic kernel on fp32 q/k/v/out ([`Precision::Fp32`]).
+    GenericF32,
 }
 
 impl AttentionKernel {
-    /// The fastest kernel for `head_dim`, or an error when none supports it.
+    /// The fastest kernel for `head_dim` and the activation type, or an error when none supports it.
+    pub fn for_args(head_dim: usize, precision: Precision) -> Result<Self> {
+        match (precision, Self::for_head_dim(head_dim)?) {
+            (Precision::Fp32, _) => Ok(AttentionKernel::GenericF32),
+            (Precision::Bf16, k) => Ok(k),
+        }
+    }
+
+    /// The fastest bf16 kernel for `head_dim`, or an error when none supports it.
     pub fn for_head_dim(head_dim: usize) -> Result<Self> {
         match head_dim {
             64 => Ok(AttentionKernel::Hd64),
@@ -49,6 +59,7 @@ impl AttentionKernel {
             AttentionKernel::Hd64 => "attention_varlen_bf16_hd64",
             AttentionKernel::Hd128 => "attention_varlen_bf16_hd128",
             AttentionKernel::Generic => "attention_varlen_generic",
+            AttentionKernel::GenericF32 => "attention_varlen_generic_f32",
         }
     }
 
@@ -57,8 +68,20 @@ impl AttentionKernel {
         match self {
             AttentionKernel::Hd64 => Some(64),
             AttentionKernel::Hd128 => Some(128),
-            AttentionKernel::Generic => None,
+            AttentionKernel::Generic | AttentionKernel::GenericF32 => None,
         }
+    }
+
+    /// The activation type the kernel reads and writes.
+    pub fn precision(self) -> Precision {
+        match self {
+            AttentionKernel::GenericF32 => Precision::Fp32,
+            _ => Precision::Bf16,
+        }
+    }
+
+    fn is_generic(self) -> bool {
+        matches!(self, AttentionKernel::Generic | AttentionKernel::GenericF32)
     }
 }
 
@@ -115,13 +138,13 @@ pub fn validate_cu_seqlens(cu_seqlens: &[i32]) -> Result<usize> {
 /// Device addresses and sizes of one attention launch.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionArgs {
-    /// bf16 `[total_tokens, num_heads, head_dim]`.
+    /// `[total_tokens, num_heads, head_dim]` of element type `precision` (bf16 or fp32), as k, v and out.
     pub q: DevPtr,
-    /// bf16 `[total_tokens, num_kv_heads, head_dim]`.
+    /// `[total_tokens, num_kv_heads, head_dim]`.
     pub k: DevPtr,
-    /// bf16 `[total_tokens, num_kv_heads, head_dim]`.
+    /// `[total_tokens, num_kv_heads, head_dim]`.
     pub v: DevPtr,
-    /// bf16 `[total_tokens, num_heads, head_dim]`, written for every token.
+    /// `[total_tokens, num_heads, head_dim]`, written for every token.
     pub out: DevPtr,
     /// int32 `[num_seqs + 1]`.
     pub cu_seqlens: DevPtr,
@@ -136,11 +159,16 @@ pub struct AttentionArgs {
     pub head_dim: usize,
     /// Usually 1/√head_dim.
     pub softmax_scale: f32,
+    /// The element type of q, k, v and out.
+    pub precision: Precision,
 }
 
 /// Grid and block of a launch, after checking every argument the kernel relies on.
 pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchConfig> {
     let bad = |m: String| Err(LarkError::Backend(format!("attention ({}): {m}", kind.entry_point())));
+    if kind.precision() != a.precision {
+        return bad(format!("{} activations (this kernel is for {})", a.precision.name(), kind.precision().name()));
+    }
     if a.num_heads == 0 || a.num_kv_heads == 0 || a.num_heads % a.num_kv_heads != 0 {
         return bad(format!("{} heads are not a multiple of {} kv heads", a.num_heads, a.num_kv_heads));
     }
@@ -160,7 +188,11 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
         }
     }
     // The tensor-core kernels copy 16-byte chunks and store 4-byte pairs; every kernel reads int32 tables.
-    let align = if kind == AttentionKernel::Generic { 2 } else { 16 };
+    let align = match kind {
+        AttentionKernel::Generic => 2,
+        AttentionKernel::GenericF32 => 4,
+        _ => 16,
+    };
     for (what, p) in [("q", a.q), ("k", a.k), ("v", a.v), ("out", a.out)] {
         if p == 0 || p % align != 0 {
             return bad(format!("{what} address {p:#x} is not {align}-byte aligned"));
@@ -170,7 +202,7 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
         return bad(format!("cu_seqlens address {:#x}", a.cu_seqlens));
     }
     let blocks = match kind {
-        AttentionKernel::Generic => (a.total_tokens * a.num_heads).div_ceil((THREADS / 32) as usize),
+        k if k.is_generic() => (a.total_tokens * a.num_heads).div_ceil((THREADS / 32) as usize),
         _ => {
             if a.num_tiles > 0 && (a.tiles == 0 || a.tiles % 4 != 0) {
                 return bad(format!("tile table address {:#x}", a.tiles));
@@ -203,7 +235,7 @@ pub fn launch_attention(
     let mut b = stream.launch_builder(func);
     b.arg(&a.q).arg(&a.k).arg(&a.v).arg(&a.out).arg(&a.cu_seqlens).arg(&num_seqs);
     match kind {
-        AttentionKernel::Generic => {
+        k if k.is_generic() => {
             // (…, cu_seqlens, num_seqs, num_heads, num_kv_heads, head_dim, softmax_scale)
             b.arg(&num_heads).arg(&num_kv_heads).arg(&head_dim).arg(&a.softmax_scale);
         }
@@ -222,7 +254,7 @@ pub fn launch_attention(
 pub fn attention(gpu: &Gpu, kind: Option<AttentionKernel>, a: &AttentionArgs) -> Result<()> {
     let kind = match kind {
         Some(k) => k,
-        None => AttentionKernel::for_head_dim(a.head_dim)?,
+        None => AttentionKernel::for_args(a.head_dim, a.precision)?,
     };
     let f = gpu.kernels.get(kind.entry_point())?;
     launch_attention(&gpu.stream, &f, kind, a)
@@ -247,6 +279,7 @@ mod tests {
             num_kv_heads: 2,
             head_dim: kind.fixed_head_dim().unwrap_or(40),
             softmax_scale: 0.125,
+            precision: kind.precision(),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::attention::{self, AttentionArgs};
 use super::device::{dptr, Gpu};
-use super::ops::{self, DevPtr, OutType};
+use super::ops::{self, DevPtr, OutType, Precision};
 use super::vocab_stats::{self, LogitsBlock, StatsOut};
 use crate::error::Result;
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
@@ -52,6 +52,7 @@ pub trait Exec {
         h: usize,
         eps: f32,
         write_x: bool,
+        prec: Precision,
     ) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
     fn rope_qkv_split(
@@ -67,8 +68,12 @@ pub trait Exec {
         heads: usize,
         kv_heads: usize,
         head_dim: usize,
+        prec: Precision,
     ) -> Result<()>;
-    fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()>;
+    /// `hi = bf16(x)`, `lo = bf16(x − hi)` over n fp32 elements.
+    fn split_bf16(&self, x: DevPtr, hi: DevPtr, lo: DevPtr, n: usize) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
     fn gemm_bt(&self, x: DevPtr, w: DevPtr, out: DevPtr, m: usize, n: usize, k: usize, ty: OutType) -> Result<()>;
     fn attention(&self, a: &AttentionArgs) -> Result<()>;
@@ -118,8 +123,9 @@ impl Exec for Gpu {
         h: usize,
         eps: f32,
         write_x: bool,
+        prec: Precision,
     ) -> Result<()> {
-        ops::rmsnorm_residual(self, x, delta, bias, w, y, rows, n_rows, h, eps, write_x)
+        ops::rmsnorm_residual(self, x, delta, bias, w, y, rows, n_rows, h, eps, write_x, prec)
     }
     fn rope_qkv_split(
         &self,
@@ -134,11 +140,15 @@ impl Exec for Gpu {
         heads: usize,
         kv_heads: usize,
         head_dim: usize,
+        prec: Precision,
     ) -> Result<()> {
-        ops::rope_qkv_split(self, qkv, bias, positions, inv_freq, q, k, v, t, heads, kv_heads, head_dim)
+        ops::rope_qkv_split(self, qkv, bias, positions, inv_freq, q, k, v, t, heads, kv_heads, head_dim, prec)
     }
-    fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize) -> Result<()> {
-        ops::swiglu(self, gu, bias, out, t, inter)
+    fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()> {
+        ops::swiglu(self, gu, bias, out, t, inter, prec)
+    }
+    fn split_bf16(&self, x: DevPtr, hi: DevPtr, lo: DevPtr, n: usize) -> Result<()> {
+        ops::split_bf16(self, x, hi, lo, n)
     }
     fn gemm_bt(&self, x: DevPtr, w: DevPtr, out: DevPtr, m: usize, n: usize, k: usize, ty: OutType) -> Result<()> {
         ops::gemm_bt(self, x, w, out, m, n, k, ty)

@@ -4,10 +4,12 @@
 //! residual) → final RMSNorm of the scored rows only → LM head in chunks into an fp32 logits workspace → one-pass
 //! vocabulary statistics. Only the per-token statistics are copied back.
 //!
-//! Numbers: GEMMs are bf16 × bf16 with fp32 accumulation; the residual stream x stays fp32 for the whole pass and
-//! the O and down projections add into it in fp32 (cuBLAS beta = 1), so the only bf16 roundings are the GEMM
-//! inputs (normed activations, q/k/v, attention output, SwiGLU output) and the gate/up and QKV outputs; every
-//! elementwise step computes in fp32 and rounds once. The logits are fp32.
+//! Numbers ([`Precision`]): GEMMs are bf16 × bf16 with fp32 accumulation; the residual stream x stays fp32 for the
+//! whole pass and the O and down projections add into it in fp32 (cuBLAS beta = 1). With `Bf16` activations the
+//! only bf16 roundings are the GEMM inputs (normed activations, q/k/v, attention output, SwiGLU output) and the
+//! gate/up and QKV outputs; every elementwise step computes in fp32 and rounds once. With `Fp32` activations
+//! those buffers are fp32 and each GEMM input is split into bf16 hi + lo halves (two GEMMs accumulated in fp32,
+//! see [`Precision`]); attention runs the fp32 generic kernel. The logits are fp32 either way.
 //!
 //! Memory per batch of T tokens (bytes, H hidden, Q = heads·D, K = kv_heads·D, W = Q + 2K, I intermediate, V vocab):
 //! `T·(4H + 2H + 2W + 2W + 2Q + 16) + C_mlp·6I + C_head·(4V + 2H) + n_scored·24`, with C_mlp = min(T,
@@ -17,7 +19,7 @@
 //! grow to the largest batch seen and are reused.
 
 use super::exec::{Elem, Exec};
-use super::ops::{DevPtr, OutType};
+use super::ops::{DevPtr, OutType, Precision};
 use super::{attention, vocab_stats};
 use crate::backend::cpu::validate_batch;
 use crate::backend::SeqRequest;
@@ -147,17 +149,21 @@ impl<E: Exec, T: Elem> Grow<E, T> {
     }
 }
 
-/// Activation and statistics buffers, grown on demand.
+/// Activation and statistics buffers, grown on demand. The activation buffers (y … act) are byte buffers of
+/// `n · precision.bytes()` bytes: bf16 or fp32 elements.
 struct Workspace<E: Exec> {
     x: Grow<E, f32>,
-    y: Grow<E, bf16>,
-    qkv: Grow<E, bf16>,
-    q: Grow<E, bf16>,
-    k: Grow<E, bf16>,
-    v: Grow<E, bf16>,
-    attn: Grow<E, bf16>,
-    gu: Grow<E, bf16>,
-    act: Grow<E, bf16>,
+    y: Grow<E, u8>,
+    qkv: Grow<E, u8>,
+    q: Grow<E, u8>,
+    k: Grow<E, u8>,
+    v: Grow<E, u8>,
+    attn: Grow<E, u8>,
+    gu: Grow<E, u8>,
+    act: Grow<E, u8>,
+    /// The bf16 halves of a GEMM input ([`Precision::Fp32`] only).
+    hi: Grow<E, bf16>,
+    lo: Grow<E, bf16>,
     logits: Grow<E, f32>,
     ids: Grow<E, i32>,
     positions: Grow<E, i32>,
@@ -185,6 +191,8 @@ impl<E: Exec> Workspace<E> {
             attn: Grow::new(),
             gu: Grow::new(),
             act: Grow::new(),
+            hi: Grow::new(),
+            lo: Grow::new(),
             logits: Grow::new(),
             ids: Grow::new(),
             positions: Grow::new(),
@@ -214,6 +222,9 @@ impl<E: Exec> Workspace<E> {
             g.poison(gpu)?;
         }
         for g in [&mut self.attn, &mut self.gu, &mut self.act] {
+            g.poison(gpu)?;
+        }
+        for g in [&mut self.hi, &mut self.lo] {
             g.poison(gpu)?;
         }
         self.rank.poison(gpu)
@@ -268,28 +279,80 @@ pub struct Forward<E: Exec> {
     /// Fill every activation and output buffer with NaN (0xFF bytes) before each pass (selftest): a value read
     /// before it was written shows up as NaN in the statistics.
     pub poison: bool,
+    /// The activation type ([`Precision`]); set at construction because it sizes `max_tokens`.
+    precision: Precision,
+}
+
+/// `out = x · wᵀ` for an activation `x` of type `prec` (see [`Precision`]). `Bf16`: one GEMM, output `ty`.
+/// `Fp32`: x is split into bf16 halves in `hi`/`lo` (each ≥ m·k elements), then `out (=|+=) hi·wᵀ; out += lo·wᵀ`,
+/// fp32 output — an activation output (`ty` = Bf16) becomes fp32 there.
+#[allow(clippy::too_many_arguments)]
+fn gemm_act<E: Exec>(
+    gpu: &E,
+    prec: Precision,
+    (x, hi, lo): (DevPtr, DevPtr, DevPtr),
+    w: DevPtr,
+    out: DevPtr,
+    m: usize,
+    n: usize,
+    k: usize,
+    ty: OutType,
+) -> Result<()> {
+    match prec {
+        Precision::Bf16 => gpu.gemm_bt(x, w, out, m, n, k, ty),
+        Precision::Fp32 => {
+            gpu.split_bf16(x, hi, lo, m * k)?;
+            let first = if ty == OutType::F32Accumulate { OutType::F32Accumulate } else { OutType::F32 };
+            gpu.gemm_bt(hi, w, out, m, n, k, first)?;
+            gpu.gemm_bt(lo, w, out, m, n, k, OutType::F32Accumulate)
+        }
+    }
 }
 
 impl<E: Exec> Forward<E> {
     pub fn new(gpu: &E, model: &Model) -> Result<Self> {
+        Self::with_precision(gpu, model, Precision::Bf16)
+    }
+
+    pub fn with_precision(gpu: &E, model: &Model, precision: Precision) -> Result<Self> {
         let dm = DeviceModel::upload(gpu, model)?;
         let c = &dm.config;
         let (free, _total) = gpu.mem_info()?;
         // Logits workspace: at most an eighth of the free memory, between 64 and HEAD_CHUNK rows.
         let head_chunk = ((free / 8) / (c.vocab_size * 4).max(1)).clamp(64, HEAD_CHUNK);
-        let per_token = Self::bytes_per_token(c);
-        let fixed = MLP_CHUNK * 6 * c.intermediate_size + head_chunk * (4 * c.vocab_size + 2 * c.hidden_size);
+        let per_token = Self::bytes_per_token(c, precision);
+        let eb = precision.bytes();
+        // The MLP chunk's gate/up and activation buffers (+ its bf16 halves in fp32 mode), the LM-head chunk.
+        let split = if precision == Precision::Fp32 { 4 } else { 0 };
+        let fixed = MLP_CHUNK * (3 * eb + split) * c.intermediate_size
+            + head_chunk * (4 * c.vocab_size + (eb + split) * c.hidden_size);
         let budget = (free as f64 * 0.6) as usize;
         let max_tokens = (budget.saturating_sub(fixed) / per_token).max(1024);
-        Ok(Forward { model: dm, ws: Workspace::new(), head_chunk, mlp_chunk: MLP_CHUNK, max_tokens, poison: false })
+        Ok(Forward {
+            model: dm,
+            ws: Workspace::new(),
+            head_chunk,
+            mlp_chunk: MLP_CHUNK,
+            max_tokens,
+            poison: false,
+            precision,
+        })
     }
 
-    /// Activation bytes per token of a batch (excluding the MLP chunk and LM-head workspaces).
-    pub fn bytes_per_token(c: &ModelConfig) -> usize {
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Activation bytes per token of a batch (excluding the MLP chunk and LM-head workspaces): x (fp32), then y,
+    /// qkv, q/k/v and the attention output in the activation type, the bf16 halves of the widest GEMM input in
+    /// fp32 mode, ids/positions and the per-token statistics.
+    pub fn bytes_per_token(c: &ModelConfig, precision: Precision) -> usize {
         let h = c.hidden_size;
         let qw = c.num_heads * c.head_dim;
         let w = c.qkv_width();
-        4 * h + 2 * h + 2 * w + 2 * w + 2 * qw + 16 + 24
+        let eb = precision.bytes();
+        let split = if precision == Precision::Fp32 { 4 * h.max(qw) } else { 0 };
+        4 * h + eb * (h + w + w + qw) + split + 16 + 24
     }
 
     /// Statistics for every scored position of every sequence (see [`crate::backend::Backend::score`]). A batch
@@ -349,8 +412,11 @@ impl<E: Exec> Forward<E> {
         p.gold = vec![0; t];
         self.run(gpu, &p, None)?;
         let h = self.model.config.hidden_size;
-        let y = gpu.download(self.ws.y.slice().expect("allocated by run"), t * h)?;
-        Ok(y.into_iter().map(|v| v.to_f32()).collect())
+        let bytes = gpu.download(self.ws.y.slice().expect("allocated by run"), t * h * self.precision.bytes())?;
+        Ok(match self.precision {
+            Precision::Bf16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Precision::Fp32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        })
     }
 
     /// Queue the whole forward pass and the statistics of one packed group (no host synchronisation). With
@@ -368,18 +434,27 @@ impl<E: Exec> Forward<E> {
         let n_scored = p.rows.len();
         let head_rows = if opts.is_some() { n_scored.min(self.head_chunk).max(1) } else { n_scored.max(1) };
         let mlp_rows = t.clamp(1, self.mlp_chunk);
+        let prec = self.precision;
+        let eb = prec.bytes();
         let ws = &mut self.ws;
 
         // Buffers (grown as needed; addresses fetched after every allocation of this call).
         let x = ws.x.get(gpu, t * h)?;
-        let y = ws.y.get(gpu, t.max(head_rows) * h)?;
-        let qkv = ws.qkv.get(gpu, t * qkv_w)?;
-        let q = ws.q.get(gpu, t * qw)?;
-        let k = ws.k.get(gpu, t * kw)?;
-        let v = ws.v.get(gpu, t * kw)?;
-        let attn = ws.attn.get(gpu, t * qw)?;
-        let gu = ws.gu.get(gpu, mlp_rows * 2 * inter)?;
-        let act = ws.act.get(gpu, mlp_rows * inter)?;
+        let y = ws.y.get(gpu, t.max(head_rows) * h * eb)?;
+        let qkv = ws.qkv.get(gpu, t * qkv_w * eb)?;
+        let q = ws.q.get(gpu, t * qw * eb)?;
+        let k = ws.k.get(gpu, t * kw * eb)?;
+        let v = ws.v.get(gpu, t * kw * eb)?;
+        let attn = ws.attn.get(gpu, t * qw * eb)?;
+        let gu = ws.gu.get(gpu, mlp_rows * 2 * inter * eb)?;
+        let act = ws.act.get(gpu, mlp_rows * inter * eb)?;
+        // The bf16 halves of the widest GEMM input (fp32 mode): t × max(H, Q), mlp_rows × I, head_rows × H.
+        let (hi, lo) = if prec == Precision::Fp32 {
+            let n = (t * h.max(qw)).max(mlp_rows * inter).max(head_rows * h);
+            (ws.hi.get(gpu, n)?, ws.lo.get(gpu, n)?)
+        } else {
+            (0, 0)
+        };
         let ids = ws.ids.get(gpu, t)?;
         let positions = ws.positions.get(gpu, t)?;
         let cu_seqlens = ws.cu_seqlens.get(gpu, p.cu_seqlens.len())?;
@@ -424,12 +499,13 @@ impl<E: Exec> Forward<E> {
             num_kv_heads: nkv,
             head_dim: d,
             softmax_scale: 1.0 / (d as f32).sqrt(),
+            precision: prec,
         };
         for layer in &m.layers {
             // Attention block.
             let write_x = pending.0 != 0 || pending.1 != 0;
-            gpu.rmsnorm_residual(x, pending.0, pending.1, gpu.addr(&layer.input_norm), y, 0, t, h, eps, write_x)?;
-            gpu.gemm_bt(y, gpu.addr(&layer.qkv), qkv, t, qkv_w, h, OutType::Bf16)?;
+            gpu.rmsnorm_residual(x, pending.0, pending.1, gpu.addr(&layer.input_norm), y, 0, t, h, eps, write_x, prec)?;
+            gemm_act(gpu, prec, (y, hi, lo), gpu.addr(&layer.qkv), qkv, t, qkv_w, h, OutType::Bf16)?;
             gpu.rope_qkv_split(
                 qkv,
                 opt_ptr(&layer.qkv_bias, gpu),
@@ -442,19 +518,22 @@ impl<E: Exec> Forward<E> {
                 nh,
                 nkv,
                 d,
+                prec,
             )?;
             gpu.attention(&attn_args)?;
             // x += attn · W_oᵀ, accumulated in fp32 by cuBLAS (beta = 1).
-            gpu.gemm_bt(attn, gpu.addr(&layer.o), x, t, h, qw, OutType::F32Accumulate)?;
+            gemm_act(gpu, prec, (attn, hi, lo), gpu.addr(&layer.o), x, t, h, qw, OutType::F32Accumulate)?;
             let o_bias = opt_ptr(&layer.o_bias, gpu);
-            gpu.rmsnorm_residual(x, 0, o_bias, gpu.addr(&layer.post_norm), y, 0, t, h, eps, o_bias != 0)?;
+            gpu.rmsnorm_residual(x, 0, o_bias, gpu.addr(&layer.post_norm), y, 0, t, h, eps, o_bias != 0, prec)?;
             // MLP block, in row chunks (bounds the 2·I-wide intermediate); x += act · W_downᵀ in fp32.
             let mut r0 = 0;
             while r0 < t {
                 let r = (t - r0).min(self.mlp_chunk);
-                gpu.gemm_bt(y + (r0 * h * 2) as u64, gpu.addr(&layer.gate_up), gu, r, 2 * inter, h, OutType::Bf16)?;
-                gpu.swiglu(gu, opt_ptr(&layer.gate_up_bias, gpu), act, r, inter)?;
-                gpu.gemm_bt(act, gpu.addr(&layer.down), x + (r0 * h * 4) as u64, r, h, inter, OutType::F32Accumulate)?;
+                let y_rows = y + (r0 * h * eb) as u64;
+                gemm_act(gpu, prec, (y_rows, hi, lo), gpu.addr(&layer.gate_up), gu, r, 2 * inter, h, OutType::Bf16)?;
+                gpu.swiglu(gu, opt_ptr(&layer.gate_up_bias, gpu), act, r, inter, prec)?;
+                let x_rows = x + (r0 * h * 4) as u64;
+                gemm_act(gpu, prec, (act, hi, lo), gpu.addr(&layer.down), x_rows, r, h, inter, OutType::F32Accumulate)?;
                 r0 += r;
             }
             // The down-projection bias (mlp_bias models) is added by the next norm.
@@ -464,7 +543,7 @@ impl<E: Exec> Forward<E> {
         let Some(opts) = opts else {
             // Hidden states only: the final norm of every requested row.
             let fnorm = gpu.addr(&m.final_norm);
-            return gpu.rmsnorm_residual(x, pending.0, pending.1, fnorm, y, rows, n_scored, h, eps, false);
+            return gpu.rmsnorm_residual(x, pending.0, pending.1, fnorm, y, rows, n_scored, h, eps, false, prec);
         };
         // LM head over the scored rows only, in chunks.
         let head = m.lm_head.as_ref().unwrap_or(&m.embed);
@@ -482,8 +561,9 @@ impl<E: Exec> Forward<E> {
                 h,
                 eps,
                 false,
+                prec,
             )?;
-            gpu.gemm_bt(y, gpu.addr(head), logits, r, vocab, h, OutType::F32)?;
+            gemm_act(gpu, prec, (y, hi, lo), gpu.addr(head), logits, r, vocab, h, OutType::F32)?;
             let off = (r0 * 4) as u64;
             let block = vocab_stats::LogitsBlock { logits, gold: gold + off, rows: r, vocab, row_stride: vocab };
             let outs = vocab_stats::StatsOut {

@@ -30,6 +30,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "attention_varlen_bf16_hd64",
     "attention_varlen_bf16_hd128",
     "attention_varlen_generic",
+    "attention_varlen_generic_f32",
     // kernels/vocab_stats.cu (K)
     "vocab_stats_f32",
     "vocab_topk_brier_f32",

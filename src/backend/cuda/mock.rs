@@ -8,7 +8,7 @@
 
 use super::attention::{self, AttentionArgs, AttentionKernel};
 use super::exec::{Elem, Exec};
-use super::ops::{DevPtr, OutType};
+use super::ops::{DevPtr, OutType, Precision};
 use super::vocab_stats::{self, LogitsBlock, StatsOut};
 use crate::backend::cpu::ops as cpu;
 use crate::error::{LarkError, Result};
@@ -73,6 +73,22 @@ impl Mock {
     fn store_bf16(&self, addr: u64, data: &[f32]) -> Result<()> {
         let b: Vec<bf16> = data.iter().map(|&v| bf16::from_f32(v)).collect();
         self.store(addr, &b)
+    }
+
+    /// n activations of type `p` at `addr`, widened to f32.
+    fn read_act(&self, addr: u64, n: usize, p: Precision) -> Result<Vec<f32>> {
+        match p {
+            Precision::Bf16 => self.read_bf16(addr, n),
+            Precision::Fp32 => self.read(addr, n),
+        }
+    }
+
+    /// Store f32 values as activations of type `p` (rounding once for bf16).
+    fn store_act(&self, addr: u64, data: &[f32], p: Precision) -> Result<()> {
+        match p {
+            Precision::Bf16 => self.store_bf16(addr, data),
+            Precision::Fp32 => self.store(addr, data),
+        }
     }
 }
 
@@ -146,6 +162,7 @@ impl Exec for Mock {
         h: usize,
         eps: f32,
         write_x: bool,
+        prec: Precision,
     ) -> Result<()> {
         let w: Vec<f32> = self.read(w, h)?;
         let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, h)?) } else { None };
@@ -165,7 +182,7 @@ impl Exec for Mock {
             }
             let mut out = vec![0f32; h];
             cpu::rms_norm(&v, &w, eps, &mut out);
-            self.store_bf16(y + (r * h * 2) as u64, &out)?;
+            self.store_act(y + (r * h * prec.bytes()) as u64, &out, prec)?;
         }
         Ok(())
     }
@@ -183,14 +200,16 @@ impl Exec for Mock {
         heads: usize,
         kv_heads: usize,
         d: usize,
+        prec: Precision,
     ) -> Result<()> {
+        let eb = prec.bytes();
         let w = (heads + 2 * kv_heads) * d;
         let (qw, kw) = (heads * d, kv_heads * d);
         let inv: Vec<f32> = self.read(inv_freq, d / 2)?;
         let pos: Vec<i32> = self.read(positions, t)?;
         let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, w)?) } else { None };
         for (i, &pos_i) in pos.iter().enumerate() {
-            let mut row = self.read_bf16(qkv + (i * w * 2) as u64, w)?;
+            let mut row = self.read_act(qkv + (i * w * eb) as u64, w, prec)?;
             if let Some(b) = &b {
                 row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             }
@@ -198,25 +217,34 @@ impl Exec for Mock {
             let (mut qr, mut kr) = (row[..qw].to_vec(), row[qw..qw + kw].to_vec());
             cpu::rope_inplace(&mut qr, &p, heads, d, &inv);
             cpu::rope_inplace(&mut kr, &p, kv_heads, d, &inv);
-            self.store_bf16(q + (i * qw * 2) as u64, &qr)?;
-            self.store_bf16(k + (i * kw * 2) as u64, &kr)?;
-            self.store_bf16(v + (i * kw * 2) as u64, &row[qw + kw..])?;
+            self.store_act(q + (i * qw * eb) as u64, &qr, prec)?;
+            self.store_act(k + (i * kw * eb) as u64, &kr, prec)?;
+            self.store_act(v + (i * kw * eb) as u64, &row[qw + kw..], prec)?;
         }
         Ok(())
     }
 
-    fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize) -> Result<()> {
+    fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()> {
         let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, 2 * inter)?) } else { None };
+        let eb = prec.bytes();
         for i in 0..t {
-            let mut row = self.read_bf16(gu + (i * 2 * inter * 2) as u64, 2 * inter)?;
+            let mut row = self.read_act(gu + (i * 2 * inter * eb) as u64, 2 * inter, prec)?;
             if let Some(b) = &b {
                 row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             }
             let mut o = vec![0f32; inter];
             cpu::silu_mul(&row[..inter], &row[inter..], &mut o);
-            self.store_bf16(out + (i * inter * 2) as u64, &o)?;
+            self.store_act(out + (i * inter * eb) as u64, &o, prec)?;
         }
         Ok(())
+    }
+
+    fn split_bf16(&self, x: DevPtr, hi: DevPtr, lo: DevPtr, n: usize) -> Result<()> {
+        let xs: Vec<f32> = self.read(x, n)?;
+        let h: Vec<bf16> = xs.iter().map(|&v| bf16::from_f32(v)).collect();
+        let l: Vec<bf16> = xs.iter().zip(&h).map(|(&v, h)| bf16::from_f32(v - h.to_f32())).collect();
+        self.store(hi, &h)?;
+        self.store(lo, &l)
     }
 
     fn gemm_bt(&self, x: DevPtr, w: DevPtr, out: DevPtr, m: usize, n: usize, k: usize, ty: OutType) -> Result<()> {
@@ -236,7 +264,7 @@ impl Exec for Mock {
     }
 
     fn attention(&self, a: &AttentionArgs) -> Result<()> {
-        attention::launch_config(AttentionKernel::for_head_dim(a.head_dim)?, a)?;
+        attention::launch_config(AttentionKernel::for_args(a.head_dim, a.precision)?, a)?;
         let cu: Vec<i32> = self.read(a.cu_seqlens, a.num_seqs + 1)?;
         let cu: Vec<usize> = cu.iter().map(|&c| c as usize).collect();
         if cu.last() != Some(&a.total_tokens) {
@@ -255,12 +283,13 @@ impl Exec for Mock {
             return Err(LarkError::Backend("mock: the tile table does not cover every row once".into()));
         }
         let (t, d) = (a.total_tokens, a.head_dim);
-        let q = self.read_bf16(a.q, t * a.num_heads * d)?;
-        let k = self.read_bf16(a.k, t * a.num_kv_heads * d)?;
-        let v = self.read_bf16(a.v, t * a.num_kv_heads * d)?;
+        let p = a.precision;
+        let q = self.read_act(a.q, t * a.num_heads * d, p)?;
+        let k = self.read_act(a.k, t * a.num_kv_heads * d, p)?;
+        let v = self.read_act(a.v, t * a.num_kv_heads * d, p)?;
         let mut out = vec![0f32; t * a.num_heads * d];
         cpu::attention_causal(&q, &k, &v, &cu, a.num_heads, a.num_kv_heads, d, &mut out);
-        self.store_bf16(a.out, &out)
+        self.store_act(a.out, &out, p)
     }
 
     fn vocab_stats(&self, block: &LogitsBlock, out: &StatsOut) -> Result<()> {

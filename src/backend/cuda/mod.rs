@@ -23,6 +23,7 @@ use super::{Backend, SeqRequest};
 use crate::error::{LarkError, Result};
 use crate::model::Model;
 use crate::stats::{StatsOptions, TokenStats};
+pub use ops::Precision;
 
 /// Whether CUDA device 0 is usable (driver, device, cuBLAS, kernels for its architecture); `Err` says why not.
 /// Creates no context.
@@ -42,9 +43,14 @@ impl CudaBackend {
     /// Open device `ordinal` and upload the model. Fails with a message naming what is missing (driver, device,
     /// cuBLAS, compiled kernels, memory) and never panics.
     pub fn new(model: &Model, ordinal: usize) -> Result<Self> {
+        Self::with_precision(model, ordinal, Precision::Bf16)
+    }
+
+    /// As [`CudaBackend::new`], with the activation type of the forward pass ([`Precision`]).
+    pub fn with_precision(model: &Model, ordinal: usize, precision: Precision) -> Result<Self> {
         let gpu =
             device::Gpu::open(ordinal).map_err(|e| LarkError::Backend(format!("--device cuda:{ordinal}: {e}")))?;
-        let forward = forward::Forward::new(&gpu, model)?;
+        let forward = forward::Forward::with_precision(&gpu, model, precision)?;
         let mut b = CudaBackend { gpu, forward, peak_used: 0 };
         b.note_memory();
         Ok(b)
@@ -64,6 +70,11 @@ impl CudaBackend {
         &mut self.forward
     }
 
+    /// The cuBLAS bf16 GEMM ceiling of this GPU in TFLOP/s ([`ops::gemm_ceiling_tflops`], n = 8192).
+    pub fn gemm_ceiling_tflops(&self) -> Result<f64> {
+        ops::gemm_ceiling_tflops(&self.gpu, 8192, 10)
+    }
+
     /// The final-normed hidden states `[T, hidden]` of a packed batch (selftest).
     pub fn final_hidden(&mut self, batch: &[SeqRequest<'_>]) -> Result<Vec<f32>> {
         self.forward.final_hidden(&self.gpu, batch)
@@ -72,7 +83,10 @@ impl CudaBackend {
 
 impl Backend for CudaBackend {
     fn describe(&self) -> String {
-        format!("cuda:{} ({})", self.gpu.info.ordinal, self.gpu.info.name)
+        match self.forward.precision() {
+            Precision::Bf16 => format!("cuda:{} ({})", self.gpu.info.ordinal, self.gpu.info.name),
+            p => format!("cuda:{} ({}, {} activations)", self.gpu.info.ordinal, self.gpu.info.name, p.name()),
+        }
     }
 
     fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {

@@ -12,6 +12,56 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 /// A device address (0 = null).
 pub type DevPtr = u64;
 
+/// The element type of the activations between GEMMs (`--precision`).
+///
+/// - `Bf16` (the default, fast): every GEMM input and the q/k/v, attention and gate/up outputs are bf16; the
+///   residual stream and all reductions are fp32. Per-token log-probabilities stay within ~0.1 nats of the fp32
+///   CPU reference at p99 (BENCHMARKS.md), like any bf16 inference engine.
+/// - `Fp32` (reference grade): activations stay fp32 end to end; each GEMM's input is split into two bf16 halves
+///   (hi = bf16(x), lo = bf16(x − hi)) multiplied with the same bf16 weights and accumulated in fp32, so the
+///   tensor cores still do the work (two GEMMs each) and the weights stay bf16, while the input keeps ~16
+///   significant bits; attention runs the fp32 generic kernel. Matches the CPU reference to ~1e-3 nats per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Bf16,
+    Fp32,
+}
+
+impl Precision {
+    /// Bytes per activation element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::Bf16 => 2,
+            Precision::Fp32 => 4,
+        }
+    }
+    /// The kernel entry-point suffix of this activation type.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "bf16",
+            Precision::Fp32 => "f32",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "bf16",
+            Precision::Fp32 => "fp32",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "bf16" => Ok(Precision::Bf16),
+            "fp32" => Ok(Precision::Fp32),
+            _ => Err(format!("unknown precision `{s}` (bf16 or fp32)")),
+        }
+    }
+}
+
 fn check_i32(what: &str, n: usize) -> Result<i32> {
     i32::try_from(n).map_err(|_| LarkError::Backend(format!("{what} = {n} exceeds the kernels' 32-bit index range")))
 }
@@ -48,7 +98,7 @@ pub fn embedding_gather(
 }
 
 /// Residual add + RMSNorm (kernels/norm.cu): for r < n_rows, i = rows[r] (or r when `rows` = 0),
-/// `v = x[i] + delta[i] + bias; if write_x { x[i] = v }; y[r] = bf16(v · rsqrt(mean v² + eps) · w)`.
+/// `v = x[i] + delta[i] + bias; if write_x { x[i] = v }; y[r] = Y(v · rsqrt(mean v² + eps) · w)`, Y = `prec`.
 #[allow(clippy::too_many_arguments)]
 pub fn rmsnorm_residual(
     gpu: &Gpu,
@@ -62,22 +112,24 @@ pub fn rmsnorm_residual(
     h: usize,
     eps: f32,
     write_x: bool,
+    prec: Precision,
 ) -> Result<()> {
     if n_rows == 0 {
         return Ok(());
     }
-    let f = gpu.kernels.get("rmsnorm_residual_bf16")?;
+    let name = format!("rmsnorm_residual_{}", prec.suffix());
+    let f = gpu.kernels.get(&name)?;
     let (n32, h32, wx) = (check_i32("rows", n_rows)?, check_i32("hidden", h)?, write_x as i32);
     let cfg =
         LaunchConfig { grid_dim: (grid_rows("rmsnorm", n_rows)?, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let mut b = gpu.stream.launch_builder(&f);
     b.arg(&x).arg(&delta).arg(&bias).arg(&w).arg(&y).arg(&rows).arg(&n32).arg(&h32).arg(&eps).arg(&wx);
     // SAFETY: as above.
-    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch rmsnorm_residual_bf16")
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {name}"))
 }
 
-/// Bias + RoPE + split of the fused QKV output (kernels/rope.cu): qkv bf16 [T, (H+2Hkv)·D] → q [T,H,D],
-/// k [T,Hkv,D] (rotated), v [T,Hkv,D].
+/// Bias + RoPE + split of the fused QKV output (kernels/rope.cu): qkv [T, (H+2Hkv)·D] → q [T,H,D],
+/// k [T,Hkv,D] (rotated), v [T,Hkv,D], all of element type `prec`.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_qkv_split(
     gpu: &Gpu,
@@ -92,6 +144,7 @@ pub fn rope_qkv_split(
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    prec: Precision,
 ) -> Result<()> {
     if t == 0 {
         return Ok(());
@@ -100,7 +153,8 @@ pub fn rope_qkv_split(
         return Err(LarkError::Backend(format!("rope: head_dim {head_dim} must be even and at most 1024")));
     }
     check_i32("qkv width", (heads + 2 * kv_heads) * head_dim)?;
-    let f = gpu.kernels.get("rope_qkv_split_bf16")?;
+    let name = format!("rope_qkv_split_{}", prec.suffix());
+    let f = gpu.kernels.get(&name)?;
     let (t32, h32, kv32, d32) =
         (check_i32("tokens", t)?, check_i32("heads", heads)?, check_i32("kv heads", kv_heads)?, head_dim as i32);
     let cfg = LaunchConfig { grid_dim: (grid_rows("rope", t)?, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
@@ -117,16 +171,17 @@ pub fn rope_qkv_split(
         .arg(&kv32)
         .arg(&d32);
     // SAFETY: as above.
-    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch rope_qkv_split_bf16")
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {name}"))
 }
 
-/// `out[t, j] = bf16(silu(gu[t, j] + b[j]) · (gu[t, I+j] + b[I+j]))` (kernels/activation.cu).
-pub fn swiglu(gpu: &Gpu, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize) -> Result<()> {
+/// `out[t, j] = A(silu(gu[t, j] + b[j]) · (gu[t, I+j] + b[I+j]))` (kernels/activation.cu), A = `prec`.
+pub fn swiglu(gpu: &Gpu, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()> {
     if t == 0 || inter == 0 {
         return Ok(());
     }
     check_i32("2 × intermediate", 2 * inter)?;
-    let f = gpu.kernels.get("swiglu_bf16")?;
+    let name = format!("swiglu_{}", prec.suffix());
+    let f = gpu.kernels.get(&name)?;
     let n = t * inter;
     let blocks = n.div_ceil(2 * 256).clamp(1, 65535 * 8) as u32;
     let (t32, i32_) = (check_i32("tokens", t)?, inter as i32);
@@ -134,7 +189,23 @@ pub fn swiglu(gpu: &Gpu, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter:
     let mut b = gpu.stream.launch_builder(&f);
     b.arg(&gu).arg(&bias).arg(&out).arg(&t32).arg(&i32_);
     // SAFETY: as above.
-    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch swiglu_bf16")
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {name}"))
+}
+
+/// `hi[i] = bf16(x[i]); lo[i] = bf16(x[i] − hi[i])` for i < n (kernels/activation.cu): the two bf16 halves of
+/// an fp32 GEMM input ([`Precision::Fp32`]).
+pub fn split_bf16(gpu: &Gpu, x: DevPtr, hi: DevPtr, lo: DevPtr, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let f = gpu.kernels.get("split_bf16_f32")?;
+    let blocks = n.div_ceil(256).clamp(1, 65535 * 8) as u32;
+    let n64 = n as i64;
+    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut b = gpu.stream.launch_builder(&f);
+    b.arg(&x).arg(&hi).arg(&lo).arg(&n64);
+    // SAFETY: as above.
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), "launch split_bf16_f32")
 }
 
 /// Output of a GEMM.
@@ -198,4 +269,31 @@ pub fn gemm_bt(
         )
     };
     r.map_err(|e| LarkError::Backend(format!("cuBLAS GEMM ({m}×{k})·({n}×{k})ᵀ: {e:?}")))
+}
+
+/// The measured cuBLAS ceiling of this GPU: TFLOP/s of a bf16 `n×n · (n×n)ᵀ` GEMM with fp32 accumulation and
+/// bf16 output (the layer GEMMs' configuration), best of `reps` timed runs after two warm-ups. `lark bench`
+/// divides its achieved TFLOP/s by this (GPU.md measured 789 TFLOP/s at n = 8192 on an H200 through torch).
+pub fn gemm_ceiling_tflops(gpu: &Gpu, n: usize, reps: usize) -> Result<f64> {
+    let zeros = vec![half::bf16::ZERO; n * n];
+    let a = gpu.upload(&zeros)?;
+    let b = gpu.upload(&zeros)?;
+    let c = gpu.alloc::<half::bf16>(n * n)?;
+    let (pa, pb, pc) = (
+        super::device::dptr(&a, &gpu.stream),
+        super::device::dptr(&b, &gpu.stream),
+        super::device::dptr(&c, &gpu.stream),
+    );
+    for _ in 0..2 {
+        gemm_bt(gpu, pa, pb, pc, n, n, n, OutType::Bf16)?;
+    }
+    gpu.sync()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t0 = std::time::Instant::now();
+        gemm_bt(gpu, pa, pb, pc, n, n, n, OutType::Bf16)?;
+        gpu.sync()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e12)
 }

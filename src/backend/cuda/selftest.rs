@@ -12,7 +12,7 @@
 
 use super::attention::{self, AttentionKernel, TileTable};
 use super::device::{dptr, Gpu};
-use super::ops::{self, OutType};
+use super::ops::{self, OutType, Precision};
 use super::vocab_stats::{self, LogitsBlock, StatsOut};
 use super::{kernels, CudaBackend};
 use crate::backend::cpu::{ops as cpu, CpuBackend};
@@ -27,9 +27,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// A check of the LARK selection on the example pool, GPU backend vs CPU backend, on CUDA device `ordinal`:
-/// Ok((identical, detail)). Wired by the pipeline once it exists (issue 4: "the top-3 LARK selection identical on
-/// the example pool"); until then the table shows it as skipped.
-pub type SelectionCheck = fn(ordinal: usize) -> Result<(bool, String)>;
+/// Ok((identical, detail)) (issue 4: "the top-3 LARK selection identical on the example pool"). The CLI wires it
+/// (`cli::selftest`: the whole `lark run` on both devices); without it the table shows a SKIP.
+pub type SelectionCheck = Box<dyn Fn(usize) -> Result<(bool, String)>>;
 
 pub struct Options {
     pub ordinal: usize,
@@ -185,6 +185,39 @@ fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
 }
 
+/// What the GPU sees of a host f32 activation of type `p`.
+fn round_act(v: &[f32], p: Precision) -> Vec<f32> {
+    match p {
+        Precision::Bf16 => round_bf16(v),
+        Precision::Fp32 => v.to_vec(),
+    }
+}
+
+/// Host f32 values as the bytes of an activation buffer of type `p`.
+fn act_bytes(v: &[f32], p: Precision) -> Vec<u8> {
+    match p {
+        Precision::Bf16 => bytemuck::cast_slice(&to_bf16(v)).to_vec(),
+        Precision::Fp32 => bytemuck::cast_slice(v).to_vec(),
+    }
+}
+
+/// The bytes of an activation buffer of type `p`, widened to f32.
+fn from_act_bytes(b: &[u8], p: Precision) -> Vec<f32> {
+    match p {
+        Precision::Bf16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Precision::Fp32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+    }
+}
+
+/// Kernel-section bound and case-name prefix of an activation type: bf16 outputs carry one bf16 rounding
+/// (4e-3 relative), fp32 ones only fp32 arithmetic (1e-5).
+fn act_tol(p: Precision) -> (f64, &'static str) {
+    match p {
+        Precision::Bf16 => (4e-3, ""),
+        Precision::Fp32 => (1e-5, "[fp32] "),
+    }
+}
+
 fn below(rng: &mut SplitMix, n: usize) -> usize {
     (rng.next_u64() % n.max(1) as u64) as usize
 }
@@ -291,6 +324,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     norm_cases(&mut r);
     rope_cases(&mut r);
     swiglu_cases(&mut r);
+    split_cases(&mut r);
     gemm_cases(&mut r);
     attention_cases(&mut r, opts.long_len);
     vocab_cases(&mut r);
@@ -373,16 +407,17 @@ fn norm_cases(r: &mut Runner<'_>) {
         NormCase { t: 100, h: 576, delta: true, bias: true, gather: Some(37), eps: 1e-5 },
         NormCase { t: 64, h: 18, delta: true, bias: false, gather: Some(64), eps: 1e-6 },
     ];
-    for c in cases {
+    for (prec, c) in [Precision::Bf16, Precision::Fp32].into_iter().flat_map(|p| cases.iter().map(move |c| (p, c))) {
+        let (tol, tag) = act_tol(prec);
         let name = format!(
-            "T={} H={}{}{}{}",
+            "{tag}T={} H={}{}{}{}",
             c.t,
             c.h,
             if c.delta { " +delta" } else { "" },
             if c.bias { " +bias" } else { "" },
             c.gather.map(|n| format!(" gather {n} rows")).unwrap_or_default()
         );
-        r.case("rmsnorm", name, 4e-3, |r| {
+        r.case("rmsnorm", name, tol, |r| {
             let b = Bufs { gpu: r.gpu };
             let (t, h) = (c.t, c.h);
             // A residual stream with a realistic spread, deltas of a similar size.
@@ -400,7 +435,7 @@ fn norm_cases(r: &mut Runner<'_>) {
             let d_bias = b.up(&bias)?;
             let d_w = b.up(&w)?;
             let d_rows = b.up(&rows.iter().map(|&i| i as i32).collect::<Vec<_>>())?;
-            let d_y = b.out::<bf16>(n * h)?;
+            let d_y = b.out::<u8>(n * h * prec.bytes())?;
             let write_x = c.gather.is_none();
             let ms = r.timed(|| {
                 ops::rmsnorm_residual(
@@ -415,6 +450,7 @@ fn norm_cases(r: &mut Runner<'_>) {
                     h,
                     c.eps,
                     write_x,
+                    prec,
                 )
             })?;
             // Reference: v = (x + delta) + bias in f32, then the CPU RMSNorm of the selected rows.
@@ -430,7 +466,7 @@ fn norm_cases(r: &mut Runner<'_>) {
             let sel: Vec<f32> = rows.iter().flat_map(|&i| v[i * h..(i + 1) * h].iter().copied()).collect();
             let mut want_y = vec![0f32; n * h];
             cpu::rms_norm(&sel, &w, c.eps, &mut want_y);
-            let got_y = from_bf16(&b.down(&d_y, n * h)?);
+            let got_y = from_act_bytes(&b.down(&d_y, n * h * prec.bytes())?, prec);
             let got_x = b.down(&d_x, t * h)?;
             let cy = compare(&got_y, &want_y);
             let want_x = if write_x { &v } else { &x };
@@ -486,9 +522,10 @@ fn rope_cases(r: &mut Runner<'_>) {
         RopeCase { heads: 24, kv: 8, d: 128, bias: false, lens: vec![7, 100], far: 32, config: rope_config_llama3 },
         RopeCase { heads: 3, kv: 1, d: 10, bias: true, lens: vec![1, 2, 40], far: 8, config: rope_config_default },
     ];
-    for c in cases {
+    for (prec, c) in [Precision::Bf16, Precision::Fp32].into_iter().flat_map(|p| cases.iter().map(move |c| (p, c))) {
+        let (tol, tag) = act_tol(prec);
         let name = format!(
-            "H={} Hkv={} D={}{} lens {:?}{}",
+            "{tag}H={} Hkv={} D={}{} lens {:?}{}",
             c.heads,
             c.kv,
             c.d,
@@ -497,22 +534,23 @@ fn rope_cases(r: &mut Runner<'_>) {
             if c.far > 0 { format!(" +{} far pos", c.far) } else { String::new() }
         );
         let name = if (c.config)(c.d).rope_scaling.is_some() { format!("{name} llama3") } else { name };
-        r.case("rope", name, 4e-3, |r| {
+        r.case("rope", name, tol, |r| {
             let b = Bufs { gpu: r.gpu };
             let (nh, nkv, d) = (c.heads, c.kv, c.d);
             let mut positions: Vec<u32> = c.lens.iter().flat_map(|&l| 0..l as u32).collect();
             positions.extend((0..c.far).map(|_| 32768 - 1 - below(&mut r.rng, 4096) as u32));
             let t = positions.len();
             let w = (nh + 2 * nkv) * d;
-            let qkv = round_bf16(&rand_vec(&mut r.rng, t * w, 3.0));
+            let qkv = round_act(&rand_vec(&mut r.rng, t * w, 3.0), prec);
             let bias = rand_vec(&mut r.rng, w, 0.5);
             let inv = cpu::rope_inv_freq_f32(&(c.config)(d));
-            let d_qkv = b.up(&to_bf16(&qkv))?;
+            let d_qkv = b.up(&act_bytes(&qkv, prec))?;
             let d_bias = b.up(&bias)?;
             let d_pos = b.up(&positions.iter().map(|&p| p as i32).collect::<Vec<_>>())?;
             let d_inv = b.up(&inv)?;
+            let eb = prec.bytes();
             let (d_q, d_k, d_v) =
-                (b.out::<bf16>(t * nh * d)?, b.out::<bf16>(t * nkv * d)?, b.out::<bf16>(t * nkv * d)?);
+                (b.out::<u8>(t * nh * d * eb)?, b.out::<u8>(t * nkv * d * eb)?, b.out::<u8>(t * nkv * d * eb)?);
             let ms = r.timed(|| {
                 ops::rope_qkv_split(
                     r.gpu,
@@ -527,6 +565,7 @@ fn rope_cases(r: &mut Runner<'_>) {
                     nh,
                     nkv,
                     d,
+                    prec,
                 )
             })?;
             let (qw, kw) = (nh * d, nkv * d);
@@ -539,9 +578,9 @@ fn rope_cases(r: &mut Runner<'_>) {
             }
             cpu::rope_inplace(&mut q, &positions, nh, d, &inv);
             cpu::rope_inplace(&mut k, &positions, nkv, d, &inv);
-            let cq = compare(&from_bf16(&b.down(&d_q, t * qw)?), &q);
-            let ck = compare(&from_bf16(&b.down(&d_k, t * kw)?), &k);
-            let cv = compare(&from_bf16(&b.down(&d_v, t * kw)?), &v);
+            let cq = compare(&from_act_bytes(&b.down(&d_q, t * qw * eb)?, prec), &q);
+            let ck = compare(&from_act_bytes(&b.down(&d_k, t * kw * eb)?, prec), &k);
+            let cv = compare(&from_act_bytes(&b.down(&d_v, t * kw * eb)?, prec), &v);
             let note = format!("q {:.1e} k {:.1e} v {:.1e}", cq.rel, ck.rel, cv.rel);
             Ok((merge(merge(cq, ck), cv), ms, note))
         });
@@ -549,18 +588,20 @@ fn rope_cases(r: &mut Runner<'_>) {
 }
 
 fn swiglu_cases(r: &mut Runner<'_>) {
-    for &(t, inter, bias) in
-        &[(1usize, 83usize, true), (17, 1, false), (300, 8960, false), (1024, 4864, true), (3, 18944, true)]
+    let cases = [(1usize, 83usize, true), (17, 1, false), (300, 8960, false), (1024, 4864, true), (3, 18944, true)];
+    for (prec, &(t, inter, bias)) in
+        [Precision::Bf16, Precision::Fp32].into_iter().flat_map(|p| cases.iter().map(move |c| (p, c)))
     {
-        r.case("swiglu", format!("T={t} I={inter}{}", if bias { " +bias" } else { "" }), 4e-3, |r| {
+        let (tol, tag) = act_tol(prec);
+        r.case("swiglu", format!("{tag}T={t} I={inter}{}", if bias { " +bias" } else { "" }), tol, |r| {
             let b = Bufs { gpu: r.gpu };
-            let gu = round_bf16(&rand_vec(&mut r.rng, t * 2 * inter, 6.0));
+            let gu = round_act(&rand_vec(&mut r.rng, t * 2 * inter, 6.0), prec);
             let bvec = rand_vec(&mut r.rng, 2 * inter, 0.5);
-            let d_gu = b.up(&to_bf16(&gu))?;
+            let d_gu = b.up(&act_bytes(&gu, prec))?;
             let d_b = b.up(&bvec)?;
-            let d_out = b.out::<bf16>(t * inter)?;
-            let ms =
-                r.timed(|| ops::swiglu(r.gpu, b.p(&d_gu), if bias { b.p(&d_b) } else { 0 }, b.p(&d_out), t, inter))?;
+            let d_out = b.out::<u8>(t * inter * prec.bytes())?;
+            let bias_p = if bias { b.p(&d_b) } else { 0 };
+            let ms = r.timed(|| ops::swiglu(r.gpu, b.p(&d_gu), bias_p, b.p(&d_out), t, inter, prec))?;
             let (mut g, mut u) = (vec![0f32; t * inter], vec![0f32; t * inter]);
             for i in 0..t {
                 for j in 0..inter {
@@ -571,7 +612,30 @@ fn swiglu_cases(r: &mut Runner<'_>) {
             }
             let mut want = vec![0f32; t * inter];
             cpu::silu_mul(&g, &u, &mut want);
-            Ok((compare(&from_bf16(&b.down(&d_out, t * inter)?), &want), ms, String::new()))
+            Ok((compare(&from_act_bytes(&b.down(&d_out, t * inter * prec.bytes())?, prec), &want), ms, String::new()))
+        });
+    }
+}
+
+/// The fp32-activation GEMM input split: hi must be bf16(x) exactly and hi + lo must equal x to 2^-16.
+fn split_cases(r: &mut Runner<'_>) {
+    for n in [1usize, 1000, 3 * 4096 * 1536 + 7] {
+        r.case("split", format!("[fp32] hi/lo bf16 halves of n={n}"), 1.6e-5, |r| {
+            let b = Bufs { gpu: r.gpu };
+            let x: Vec<f32> = (0..n).map(|_| 100.0 * r.rng.next_f32() * (8.0 * r.rng.next_f32()).exp()).collect();
+            let d_x = b.up(&x)?;
+            let (d_hi, d_lo) = (b.out::<bf16>(n)?, b.out::<bf16>(n)?);
+            let ms = r.timed(|| ops::split_bf16(r.gpu, b.p(&d_x), b.p(&d_hi), b.p(&d_lo), n))?;
+            let (hi, lo) = (from_bf16(&b.down(&d_hi, n)?), from_bf16(&b.down(&d_lo, n)?));
+            let hi_exact = hi.iter().zip(&x).all(|(h, &x)| *h == bf16::from_f32(x).to_f32());
+            let worst =
+                hi.iter().zip(&lo).zip(&x).map(|((h, l), &x)| ((h + l - x) / x).abs() as f64).fold(0.0, f64::max);
+            let cmp = Cmp { rel: if hi_exact { worst } else { worst.max(1.0) }, max_abs: worst, nan: 0 };
+            Ok((
+                cmp,
+                ms,
+                format!("max |hi + lo − x|/|x| {worst:.1e}; hi = bf16(x) {}", if hi_exact { "exactly" } else { "NOT" }),
+            ))
         });
     }
 }
@@ -679,12 +743,16 @@ fn attention_cases(r: &mut Runner<'_>, long_len: usize) {
         let mut want = vec![0f32; total * nh * d];
         cpu::attention_causal(&q, &k, &v, &cu_host, nh, nkv, d, &mut want);
         let mut outs: Vec<Option<Vec<f32>>> = Vec::new();
-        let kinds: Vec<AttentionKernel> =
+        let mut kinds: Vec<AttentionKernel> =
             if best == AttentionKernel::Generic { vec![best] } else { vec![best, AttentionKernel::Generic] };
+        // The fp32 kernel on the same (bf16-valued) inputs: a tighter bound, the generic kernel's arithmetic.
+        kinds.push(AttentionKernel::GenericF32);
         for kind in kinds {
             let kname = kind.entry_point().trim_start_matches("attention_varlen_");
             let mut got_out = None;
-            r.case("attention", format!("{kname} {shape}"), 1e-2, |r| {
+            let tol = if kind == AttentionKernel::GenericF32 { 1e-5 } else { 1e-2 };
+            let max_abs_bound = if kind == AttentionKernel::GenericF32 { 1e-4 } else { 3e-2 };
+            r.case("attention", format!("{kname} {shape}"), tol, |r| {
                 let got = run_attention(r, kind, &c, &cu_host, &q, &k, &v)?;
                 let (got, ms) = got;
                 let mut worst = (0.0f64, 0usize);
@@ -700,16 +768,19 @@ fn attention_cases(r: &mut Runner<'_>, long_len: usize) {
                 }
                 let cmp = compare(&got, &want);
                 got_out = Some(got);
-                let cmp = if cmp.max_abs > 3e-2 { Cmp { rel: cmp.rel.max(1.0), ..cmp } } else { cmp };
+                let cmp = if cmp.max_abs > max_abs_bound { Cmp { rel: cmp.rel.max(1.0), ..cmp } } else { cmp };
                 Ok((
                     cmp,
                     ms,
-                    format!("worst seq #{} (len {}) rel {:.1e}; max|Δ| bound 3e-2", worst.1, c.lens[worst.1], worst.0),
+                    format!(
+                        "worst seq #{} (len {}) rel {:.1e}; max|Δ| bound {max_abs_bound:.0e}",
+                        worst.1, c.lens[worst.1], worst.0
+                    ),
                 ))
             });
             outs.push(got_out);
         }
-        if let [Some(tc), Some(gen)] = &outs[..] {
+        if let [Some(tc), Some(gen), _] = &outs[..] {
             r.case("attention", format!("tensor-core vs generic {shape}"), 1e-2, |_| {
                 Ok((compare(tc, gen), 0.0, "both GPU outputs".into()))
             });
@@ -730,8 +801,9 @@ fn run_attention(
     let b = Bufs { gpu: r.gpu };
     let total = *cu_host.last().unwrap_or(&0);
     let cu_i32: Vec<i32> = cu_host.iter().map(|&x| x as i32).collect();
-    let (d_q, d_k, d_v) = (b.up(&to_bf16(q))?, b.up(&to_bf16(k))?, b.up(&to_bf16(v))?);
-    let d_out = b.out::<bf16>(total * c.heads * c.d)?;
+    let p = kind.precision();
+    let (d_q, d_k, d_v) = (b.up(&act_bytes(q, p))?, b.up(&act_bytes(k, p))?, b.up(&act_bytes(v, p))?);
+    let d_out = b.out::<u8>(total * c.heads * c.d * p.bytes())?;
     let d_cu = b.up(&cu_i32)?;
     let tiles = TileTable::build(&cu_i32)?;
     let d_tiles = b.up(&tiles.data)?;
@@ -749,9 +821,10 @@ fn run_attention(
         num_kv_heads: c.kv,
         head_dim: c.d,
         softmax_scale: 1.0 / (c.d as f32).sqrt(),
+        precision: p,
     };
     let ms = r.timed(|| attention::attention(r.gpu, Some(kind), &args))?;
-    Ok((from_bf16(&b.down(&d_out, total * c.heads * c.d)?), ms))
+    Ok((from_act_bytes(&b.down(&d_out, total * c.heads * c.d * p.bytes())?, p), ms))
 }
 
 /// Kinds of logit rows (K's list in KERNELS.md): each stresses a different part of the one-pass reduction.
@@ -1177,7 +1250,7 @@ fn model_cases(opts: &Options, report: &mut Report) {
     }
     std::fs::remove_dir_all(&tmp).ok();
     let case = "LARK top-3 on the example pool, GPU vs CPU".to_string();
-    match opts.selection_check {
+    match &opts.selection_check {
         None => report.rows.push(Row {
             section: "selection",
             case,
@@ -1186,7 +1259,7 @@ fn model_cases(opts: &Options, report: &mut Report) {
             tol: 0.0,
             status: Status::Skip,
             gpu_ms: 0.0,
-            note: "not wired yet (selftest::Options::selection_check)".into(),
+            note: "no real model with a tokenizer, or no example pool (examples/pool.jsonl)".into(),
         }),
         Some(check) => match check(opts.ordinal) {
             Ok((same, detail)) => report.rows.push(Row {
@@ -1252,23 +1325,39 @@ fn one_model(
     real: bool,
 ) -> Result<()> {
     let model = Model::open(dir)?;
-    let mut gpu_b = CudaBackend::new(&model, opts.ordinal)?;
-    gpu_b.forward_mut().poison = true;
-    model_rows(opts, report, rng, name, &model, real, &mut gpu_b)
+    let mut fast = CudaBackend::new(&model, opts.ordinal)?;
+    fast.forward_mut().poison = true;
+    let mut exact = CudaBackend::with_precision(&model, opts.ordinal, Precision::Fp32)?;
+    exact.forward_mut().poison = true;
+    model_rows(
+        opts,
+        report,
+        rng,
+        name,
+        &model,
+        real,
+        &mut [(Precision::Bf16, &mut fast), (Precision::Fp32, &mut exact)],
+    )
 }
 
-/// The whole-model rows for `model`: `dev` vs the CPU reference on the selftest's pack.
+/// The whole-model rows for `model`: each device (one per activation precision) vs the CPU reference (f32, the
+/// same bf16-valued weights) on the selftest's pack.
 ///
-/// Bounds, per model (calibrated on the mock device, which rounds to bf16 exactly where the kernels do: the full
-/// 30-layer SmolLM2 in bf16 on real text gives per-token |Δ log p| median 0.006, p99 0.09, max 0.22 nats; per
-/// sequence |Δ NLL| ≤ 0.003 and relative Δ Σ_tΣπ² ≤ 0.004; the random models, median ≤ 0.013 and max ≤ 0.06):
-/// - per token: median |Δ log p| ≤ 0.05 nats (issue 4's 0.05, for the typical token), p99 ≤ 0.2, max ≤ 0.5 (an
-///   indexing or masking bug costs nats); the share of tokens within 0.05 is reported;
+/// Bounds with fp32 activations (`--precision fp32`): issue 4's, literally — every token |Δ log p| ≤ 0.05 nats,
+/// every token's relative Δ Σπ² ≤ 2e-2, and the final hidden states within 1e-3.
+///
+/// Bounds with bf16 activations (the default). Rounding every GEMM input to bf16 (8 significant bits) moves some
+/// tokens' log p by more than 0.05 nats on a real model: measured on the CPU (SmolLM2, golden text), each single
+/// bf16 rounding point alone gives a per-token maximum of 0.035–0.16 nats and all of them 0.28, with median 0.005
+/// and p99 0.09 (the authors' own bf16 scoring loop rounds more, the residual stream included). So, per model:
+/// - per token: median |Δ log p| ≤ 0.05 nats, p99 ≤ 0.2, max ≤ 0.5 (an indexing or masking bug costs nats); the
+///   share of tokens within 0.05 is reported;
 /// - per sequence (≥ 32 scored tokens): |mean Δ log p| ≤ 0.02 nats (the trajectory NLL LARK scores use), relative
 ///   Δ of Σ_tΣπ² ≤ 2e-2 (issue 4), |mean Δ top-50 Brier| ≤ 0.02;
-/// - the layer stack alone (final-normed hidden states): relative error ≤ 5e-2;
-/// - determinism (the same batch twice: bit-identical) and batch invariance (the 300-token sequence alone vs
-///   packed: max |Δ log p| ≤ 0.05).
+/// - the layer stack alone (final-normed hidden states): relative error ≤ 5e-2.
+///
+/// Both: determinism (the same batch twice: bit-identical) and batch invariance (the 300-token sequence alone vs
+/// packed: max |Δ log p| ≤ 0.05).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn model_rows(
     opts: &Options,
@@ -1277,7 +1366,7 @@ pub(crate) fn model_rows(
     name: &str,
     model: &Model,
     real: bool,
-    dev: &mut dyn UnderTest,
+    devs: &mut [(Precision, &mut dyn UnderTest)],
 ) -> Result<()> {
     let c = &model.config;
     let long_len = opts.long_len.min(c.max_position_embeddings);
@@ -1299,23 +1388,51 @@ pub(crate) fn model_rows(
         batch.len(),
         if use_text { "text" } else { "random-id" }
     );
+    let t1 = Instant::now();
+    let (hidden_cpu, cref) = cpu_reference(model, &batch, &stats_opts)?;
+    let cpu_s = t1.elapsed().as_secs_f64();
+    for (prec, dev) in devs.iter_mut() {
+        device_rows(
+            report,
+            &format!("{shape} | {}", prec.name()),
+            *prec,
+            &mut **dev,
+            &batch,
+            &hidden_cpu,
+            &cref,
+            cpu_s,
+        )?;
+    }
+    Ok(())
+}
 
+/// The rows of one device under test against the CPU reference (see [`model_rows`] for the bounds).
+#[allow(clippy::too_many_arguments)]
+fn device_rows(
+    report: &mut Report,
+    shape: &str,
+    prec: Precision,
+    dev: &mut dyn UnderTest,
+    batch: &[SeqRequest<'_>],
+    hidden_cpu: &[f32],
+    cref: &[Vec<TokenStats>],
+    cpu_s: f64,
+) -> Result<()> {
+    let stats_opts = StatsOptions { topk_brier: Some(50) };
+    let exact = prec == Precision::Fp32;
     let t0 = Instant::now();
-    let g1 = dev.score(&batch, &stats_opts)?;
+    let g1 = dev.score(batch, &stats_opts)?;
     let gpu_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let g2 = dev.score(&batch, &stats_opts)?;
+    let g2 = dev.score(batch, &stats_opts)?;
     // The 300-token sequence alone.
     let alone = dev.score(&batch[3..4], &stats_opts)?;
     // The layer stack alone: final-normed hidden states of every position.
     let th = Instant::now();
-    let hidden_gpu = dev.final_hidden(&batch)?;
+    let hidden_gpu = dev.final_hidden(batch)?;
     let hidden_ms = th.elapsed().as_secs_f64() * 1e3;
 
-    let t1 = Instant::now();
-    let (hidden_cpu, cref) = cpu_reference(model, &batch, &stats_opts)?;
-    let cpu_s = t1.elapsed().as_secs_f64();
-    let hc = compare(&hidden_gpu, &hidden_cpu);
-    let a = agreement(&g1, &cref);
+    let hc = compare(&hidden_gpu, hidden_cpu);
+    let a = agreement(&g1, cref);
     let ok = a.nan == 0;
     let row = |case: &str, rel: f64, max_abs: f64, tol: f64, pass: bool, ms: f64, note: String| Row {
         section: "model",
@@ -1328,38 +1445,65 @@ pub(crate) fn model_rows(
         note,
     };
     let first = report.rows.len();
+    let hidden_tol = if exact { 1e-3 } else { 5e-2 };
     report.rows.push(row(
         "final hidden",
         hc.rel,
         hc.max_abs,
-        5e-2,
-        hc.nan == 0 && hc.rel <= 5e-2,
+        hidden_tol,
+        hc.nan == 0 && hc.rel <= hidden_tol,
         hidden_ms,
         format!(
-            "{}the layer stack alone (final-normed hidden states, bf16) vs CPU f32",
-            if hc.nan > 0 { format!("{} NaN; ", hc.nan) } else { String::new() }
+            "{}the layer stack alone (final-normed hidden states, {}) vs CPU f32",
+            if hc.nan > 0 { format!("{} NaN; ", hc.nan) } else { String::new() },
+            prec.name()
         ),
     ));
     let nan_note = if a.nan > 0 { format!("{} NaN/missing tokens; ", a.nan) } else { String::new() };
-    report.rows.push(row(
-        "log p per token",
-        a.p50_dlogp,
-        a.max_dlogp,
-        0.05,
-        ok && a.p50_dlogp <= 0.05 && a.p99_dlogp <= 0.2 && a.max_dlogp <= 0.5,
-        gpu_ms,
-        format!(
-            "{nan_note}rel=median |Δlogp|, max=max (≤ 0.5), p99 {:.3} (≤ 0.2), mean {:.4}; {:.1}% of tokens within 0.05; \
-             |Δlse| ≤ {:.1e}, |ΔH| ≤ {:.1e}; rank equal {:.1}%, top-1 agree {:.1}%; CPU {cpu_s:.1}s",
-            a.p99_dlogp,
-            a.mean_dlogp,
-            100.0 * a.frac_within,
-            a.max_dlse,
-            a.max_dentropy,
-            100.0 * a.rank_equal,
-            100.0 * a.top1_agree
-        ),
-    ));
+    let detail = format!(
+        "p99 {:.3}, mean {:.4}; {:.1}% of tokens within 0.05; |Δlse| ≤ {:.1e}, |ΔH| ≤ {:.1e}; rank equal {:.1}%, \
+         top-1 agree {:.1}%; CPU {cpu_s:.1}s",
+        a.p99_dlogp,
+        a.mean_dlogp,
+        100.0 * a.frac_within,
+        a.max_dlse,
+        a.max_dentropy,
+        100.0 * a.rank_equal,
+        100.0 * a.top1_agree
+    );
+    if exact {
+        report.rows.push(row(
+            "log p per token",
+            a.max_dlogp,
+            a.max_dlogp,
+            0.05,
+            ok && a.max_dlogp <= 0.05,
+            gpu_ms,
+            format!(
+                "{nan_note}rel=max=max over every token of |Δlogp| (≤ 0.05, issue 4); median {:.1e}, {detail}",
+                a.p50_dlogp
+            ),
+        ));
+        report.rows.push(row(
+            "Σπ² per token",
+            a.max_tok_rel_p2,
+            a.max_tok_rel_p2,
+            2e-2,
+            ok && a.max_tok_rel_p2 <= 2e-2,
+            0.0,
+            "max over every token of |ΔΣπ²|/Σπ² (≤ 2e-2, issue 4)".into(),
+        ));
+    } else {
+        report.rows.push(row(
+            "log p per token",
+            a.p50_dlogp,
+            a.max_dlogp,
+            0.05,
+            ok && a.p50_dlogp <= 0.05 && a.p99_dlogp <= 0.2 && a.max_dlogp <= 0.5,
+            gpu_ms,
+            format!("{nan_note}rel=median |Δlogp|, max=max (≤ 0.5, bf16 activations: see fp32 rows), {detail}"),
+        ));
+    }
     report.rows.push(row(
         "NLL per sequence",
         a.max_seq_dnll,
@@ -1376,7 +1520,7 @@ pub(crate) fn model_rows(
         2e-2,
         ok && a.max_seq_rel_p2 <= 2e-2,
         0.0,
-        "rel=max over sequences of |ΔΣ_tΣπ²|/Σ_tΣπ²; max=worst single token (relative, for information)".into(),
+        "rel=max over sequences of |ΔΣ_tΣπ²|/Σ_tΣπ²; max=worst single token (relative)".into(),
     ));
     report.rows.push(row(
         "top-50 Brier per sequence",
@@ -1435,10 +1579,14 @@ mod tests {
 
     fn mock_rows(opts: &Options, name: &str, model: &Model, real: bool) -> Report {
         let mock = Mock::default();
-        let mut dev = OnMock { mock: &mock, fwd: Forward::new(&mock, model).unwrap() };
-        dev.fwd.poison = true;
+        let mut fast = OnMock { mock: &mock, fwd: Forward::new(&mock, model).unwrap() };
+        fast.fwd.poison = true;
+        let mut exact = OnMock { mock: &mock, fwd: Forward::with_precision(&mock, model, Precision::Fp32).unwrap() };
+        exact.fwd.poison = true;
         let mut report = Report::default();
-        model_rows(opts, &mut report, &mut SplitMix(3), name, model, real, &mut dev).unwrap();
+        let devs: &mut [(Precision, &mut dyn UnderTest)] =
+            &mut [(Precision::Bf16, &mut fast), (Precision::Fp32, &mut exact)];
+        model_rows(opts, &mut report, &mut SplitMix(3), name, model, real, devs).unwrap();
         report
     }
 
@@ -1453,7 +1601,7 @@ mod tests {
         let model = Model::open(dir.path()).unwrap();
         let opts = Options { long_len: 200, ..Options::default() };
         let r = mock_rows(&opts, "tiny", &model, false);
-        assert_eq!(r.rows.len(), 7);
+        assert_eq!(r.rows.len(), 7 + 8);
         assert_eq!(r.failures(), 0, "{}", r.render());
     }
 
