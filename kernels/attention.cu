@@ -16,14 +16,16 @@
 // operand of the P·V product (as flash-attention does). No score matrix is ever stored outside registers.
 //
 // Tensor cores: mma.sync m16n8k16 (bf16 in, fp32 accumulate), operands fetched from shared memory with ldmatrix.
-// Each block: 64 query rows of one (sequence, head), 4 warps of 16 rows each. Its query tile starts at a multiple of
-// 64 within its sequence, and key tiles start at the same multiples, so only the last key tile (the diagonal one)
-// needs the causal mask; key tiles past it are never loaded.
+// Each block: BR query rows (64 or 128) of one (sequence, head), BR/16 warps of 16 rows each. Its query tile starts
+// at a multiple of BR within its sequence and key tiles of 64 start at multiples of 64, so only the key tiles that
+// overlap the query tile need the causal mask; key tiles past its last row are never loaded, and a warp whose 16
+// rows all precede a key tile skips that tile's math (it still takes part in the loads and barriers). BR = 128
+// halves the K/V traffic per query row at the same registers per thread.
 //
 // Work list: the host builds a tile table (tile_seq[t], tile_start[t]) = (sequence, first query position within it)
 // for every 64-row query tile of every non-empty sequence, heaviest (largest start) first. Block b handles tile
 // b / num_heads, head b % num_heads: heads sharing a kv head run side by side (K/V reuse in L2) and the longest
-// tiles are scheduled first (less tail imbalance). Grid = num_tiles * num_heads blocks of 128 threads.
+// tiles are scheduled first (less tail imbalance). Grid = num_tiles * num_heads blocks of 2·BR threads.
 //
 // attention_varlen_generic is the slow, simple fallback for any head_dim ≤ 256: one warp per (query row, head),
 // scalar fp32 online softmax over the keys.
@@ -32,9 +34,7 @@
 
 namespace {
 
-constexpr int ATT_BR = 64;       // query rows per block
 constexpr int ATT_BC = 64;       // keys per iteration
-constexpr int ATT_THREADS = 128; // 4 warps x 16 query rows
 constexpr float LOG2E = 1.4426950408889634f;
 
 // The PTX helpers. Under LARK_EMULATE (the host-side warp emulator in kernels/emu/) the same functions come from
@@ -85,13 +85,15 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 }
 #endif  // LARK_EMULATE
 
-template <int HD>
+template <int HD, int BR>
 __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                const bf16* __restrict__ v, bf16* __restrict__ out,
                                                const int* __restrict__ cu_seqlens, int num_seqs,
                                                const int* __restrict__ tile_seq, const int* __restrict__ tile_start,
                                                int num_tiles, int num_heads, int num_kv_heads, float softmax_scale) {
     static_assert(HD % 16 == 0 && HD >= 16 && HD <= 256, "head_dim must be a multiple of 16, at most 256");
+    static_assert(BR == 64 || BR == 128, "query tile of 64 or 128 rows");
+    constexpr int THREADS = BR * 2;  // BR / 16 warps
     constexpr int SROW = HD + 8;       // padded shared row (elements): 16-byte aligned, consecutive rows 4 banks apart
     constexpr int CHUNKS = HD / 8;     // 16-byte chunks per row
     constexpr int KSTEPS = HD / 16;    // k-steps of Q·K^T
@@ -104,7 +106,7 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
 
     // Everything below up to the first barrier depends only on blockIdx and the arguments: the early returns
     // are uniform over the block.
-    if (blockDim.x != ATT_THREADS || num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return;
+    if (blockDim.x != THREADS || num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return;
     const int tile = static_cast<int>(blockIdx.x / static_cast<unsigned>(num_heads));
     const int head = static_cast<int>(blockIdx.x % static_cast<unsigned>(num_heads));
     if (tile >= num_tiles) return;
@@ -113,7 +115,7 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
     const int seq_begin = cu_seqlens[seq];
     const int seq_len = cu_seqlens[seq + 1] - seq_begin;
     const int q0 = tile_start[tile];
-    if (q0 < 0 || q0 >= seq_len || q0 % ATT_BR != 0) return;
+    if (q0 < 0 || q0 >= seq_len || q0 % BR != 0) return;
 
     const int tid = threadIdx.x;
     const int warp = tid >> 5, lane = tid & 31;
@@ -128,7 +130,7 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
     // Rows r0 .. r0+63 of a [seq_len, stride] matrix into a padded shared tile. Rows at or past the end of the
     // sequence are zero-filled, never read: they belong to the next sequence or lie past the buffer.
     auto load_tile = [&](bf16* dst, const bf16* base, long long stride, int r0) {
-        for (int c = tid; c < ATT_BC * CHUNKS; c += ATT_THREADS) {
+        for (int c = tid; c < ATT_BC * CHUNKS; c += THREADS) {
             const int r = c / CHUNKS, cc = c % CHUNKS;
             bf16* d = dst + r * SROW + cc * 8;
             if (r0 + r < seq_len) {
@@ -139,21 +141,29 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
         }
     };
 
-    // Q tile -> registers, as A fragments: warp w owns query rows 16w .. 16w+15 of the tile.
+    // Q tile -> registers, as A fragments: warp w owns query rows 16w .. 16w+15 of the tile. Rows 0-63 go through
+    // sV, rows 64-127 (BR = 128) through sK.
     load_tile(sV, qbase, q_stride, q0);
+    if (BR > ATT_BC) load_tile(sK, qbase, q_stride, q0 + ATT_BC);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
     uint32_t qf[KSTEPS][4];
+    {
+        const bf16* qtile = (warp * 16 < ATT_BC) ? sV : sK;
+        const int wrow = (warp * 16) % ATT_BC;
 #pragma unroll
-    for (int kk = 0; kk < KSTEPS; ++kk) {
-        // matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3
-        const bf16* p = sV + (warp * 16 + (lane & 15)) * SROW + kk * 16 + (lane >> 4) * 8;
-        ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], p);
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+            // matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3
+            const bf16* p = qtile + (wrow + (lane & 15)) * SROW + kk * 16 + (lane >> 4) * 8;
+            ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], p);
+        }
     }
-    __syncthreads();  // sV is about to receive V tiles
+    __syncthreads();  // sK and sV are about to receive K and V tiles
 
-    const int n_ktiles = q0 / ATT_BC + 1;  // key tiles 0 .. the diagonal one
+    const int last_row = (q0 + BR < seq_len ? q0 + BR : seq_len) - 1;  // the block's last query position
+    const int n_ktiles = last_row / ATT_BC + 1;      // key tiles 0 .. the one holding last_row
+    const int warp_last = q0 + warp * 16 + 15;       // this warp's last query position
     const float sl2 = softmax_scale * LOG2E;
 
     float o[DTILES][4];
@@ -172,13 +182,15 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
     for (int j = 0; j < n_ktiles; ++j) {
         cp_async_wait<1>();  // K_j has landed (V_j may still be in flight)
         __syncthreads();
+        // Every key of tile j lies after every row of this warp: nothing to add (warp-uniform).
+        const bool active = j * ATT_BC <= warp_last;
 
         // S = Q K_j^T for this warp's 16 rows x 64 keys.
         float s[STILES][4];
 #pragma unroll
         for (int nt = 0; nt < STILES; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < KSTEPS; ++kk) {
+        for (int kk = 0; kk < (active ? KSTEPS : 0); ++kk) {
 #pragma unroll
             for (int np = 0; np < STILES / 2; ++np) {
                 // B = K^T: b0/b1 of key tile n are K[keys 8n..8n+7][dims 16kk..+7 / 16kk+8..+15], rows of sK as
@@ -195,8 +207,9 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
         if (j + 1 < n_ktiles) load_tile(sK, kbase, kv_stride, (j + 1) * ATT_BC);
         cp_async_commit();
 
-        // Scale into log2 units; on the diagonal tile mask keys after the query (and past the sequence end).
-        const bool diag = (j == n_ktiles - 1);
+        // Scale into log2 units; on tiles reaching past the block's first row, mask keys after the query (and past
+        // the sequence end).
+        const bool diag = (j * ATT_BC + ATT_BC - 1 > q0);
 #pragma unroll
         for (int nt = 0; nt < STILES; ++nt) {
 #pragma unroll
@@ -214,7 +227,7 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
         // Online softmax, rows g (r = 0: accumulator slots 0,1) and g+8 (r = 1: slots 2,3). A row's 64 scores
         // sit in the 4 lanes of a quad (same g), so the row maximum is a quad reduction.
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
+        for (int r = 0; r < (active ? 2 : 0); ++r) {
             float mx = LARK_NEG_INF;
 #pragma unroll
             for (int nt = 0; nt < STILES; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
@@ -247,7 +260,7 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
 
         // O += P V_j. The score accumulators of key tiles 2kk, 2kk+1 are exactly the A fragment of k-step kk.
 #pragma unroll
-        for (int kk = 0; kk < ATT_BC / 16; ++kk) {
+        for (int kk = 0; kk < (active ? ATT_BC / 16 : 0); ++kk) {
             uint32_t a[4];
             a[0] = lark_pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
             a[1] = lark_pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
@@ -292,18 +305,20 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
 
 }  // namespace
 
-#define LARK_ATTENTION_ENTRY(NAME, HD)                                                                              \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                                       \
+#define LARK_ATTENTION_ENTRY(NAME, HD, BR)                                                                          \
+    extern "C" __global__ void __launch_bounds__(2 * BR)                                                            \
         NAME(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,                   \
              bf16* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs,                             \
              const int* __restrict__ tile_seq, const int* __restrict__ tile_start, int num_tiles, int num_heads,   \
              int num_kv_heads, float softmax_scale) {                                                              \
-        attention_tile<HD>(q, k, v, out, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads,        \
+        attention_tile<HD, BR>(q, k, v, out, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads,        \
                            num_kv_heads, softmax_scale);                                                            \
     }
 
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64, 64)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64, 64, 64)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128, 64)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128, 64, 128)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128, 128, 128)
 
 // Fallback for any head_dim in 1..=256: warp w of the grid handles query token w / num_heads, head w % num_heads.
 // Lane l owns dims l, l+32, ...; each score is a warp sum; plain fp32 online softmax with expf.

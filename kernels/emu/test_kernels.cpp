@@ -47,17 +47,18 @@ struct AttnCase {
     int H, Hkv, D;
     bool generic;
     float qscale;
+    int br = 64;  // query tile of the tensor-core kernel: 64 or 128 rows
 };
 
 static bf16 to_bf16(float f) { return __float2bfloat16(f); }
 static float from_bf16(bf16 h) { return __bfloat162float(h); }
 
-// The tile table the Rust side builds (src/backend/cuda/attention.rs, build_tile_table): every 64-row query tile
+// The tile table the Rust side builds (src/backend/cuda/attention.rs, TileTable::build): every br-row query tile
 // of every non-empty sequence, largest start first (ties in sequence order).
-static void build_tiles(const std::vector<int>& cu, std::vector<int>& tseq, std::vector<int>& tstart) {
+static void build_tiles(const std::vector<int>& cu, int br, std::vector<int>& tseq, std::vector<int>& tstart) {
     std::vector<std::pair<int, int>> t;
     for (size_t s = 0; s + 1 < cu.size(); ++s)
-        for (int st = 0; st < cu[s + 1] - cu[s]; st += 64) t.push_back({static_cast<int>(s), st});
+        for (int st = 0; st < cu[s + 1] - cu[s]; st += br) t.push_back({static_cast<int>(s), st});
     std::stable_sort(t.begin(), t.end(), [](auto& a, auto& b) { return a.second > b.second; });
     tseq.clear();
     tstart.clear();
@@ -91,19 +92,23 @@ static void run_attention_case(const AttnCase& c, std::mt19937& rng) {
         });
     } else {
         std::vector<int> tseq, tstart;
-        build_tiles(cu, tseq, tstart);
+        build_tiles(cu, c.br, tseq, tstart);
         const int nt = static_cast<int>(tseq.size());
         int* d_tiles = guarded<int>(2 * static_cast<size_t>(nt));
         std::copy(tseq.begin(), tseq.end(), d_tiles);
         std::copy(tstart.begin(), tstart.end(), d_tiles + nt);
         const unsigned blocks = static_cast<unsigned>(nt * c.H);
-        emu::launch(dim3{blocks, 1, 1}, dim3{128, 1, 1}, [&] {
-            if (c.D == 64)
+        emu::launch(dim3{blocks, 1, 1}, dim3{static_cast<unsigned>(2 * c.br), 1, 1}, [&] {
+            if (c.D == 64 && c.br == 64)
                 attention_varlen_bf16_hd64(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv, scale);
-            else if (c.D == 128)
+            else if (c.D == 128 && c.br == 64)
                 attention_varlen_bf16_hd128(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv, scale);
+            else if (c.D == 64 && c.br == 128)
+                attention_varlen_bf16_hd64_br128(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv, scale);
+            else if (c.D == 128 && c.br == 128)
+                attention_varlen_bf16_hd128_br128(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv, scale);
             else
-                emu::fail("tensor-core path only for head_dim 64/128");
+                emu::fail("tensor-core path only for head_dim 64/128, query tiles 64/128");
         });
     }
 
@@ -155,7 +160,7 @@ static void run_attention_case(const AttnCase& c, std::mt19937& rng) {
     for (size_t i = 0; i < c.lens.size() && i < 8; ++i) lens += std::to_string(c.lens[i]) + " ";
     if (c.lens.size() > 8) lens += "... (" + std::to_string(c.lens.size()) + " seqs)";
     std::printf("attention %-8s D=%-3d H=%d Hkv=%d qscale=%.1f T=%-5d lens [%s]: rel %.2e, max |err| %.2e, unwritten %zu\n",
-                c.generic ? "generic" : "tensor", c.D, c.H, c.Hkv, c.qscale, T, lens.c_str(), rel, maxerr, unwritten);
+                c.generic ? "generic" : (c.br == 128 ? "tc-br128" : "tensor"), c.D, c.H, c.Hkv, c.qscale, T, lens.c_str(), rel, maxerr, unwritten);
     CHECK(unwritten == 0, "attention: %zu output elements not written", unwritten);
     CHECK(rel < 1e-2, "attention: relative error %.3e", rel);
     CHECK(maxerr < 3e-2, "attention: max abs error %.3e", maxerr);
@@ -404,6 +409,8 @@ int main(int argc, char** argv) {
         {{1, 5, 66}, 4, 2, 40, true, 3.f},
         {{70, 1}, 2, 1, 256, true, 2.f},
         {{1, 9, 65}, 2, 1, 128, true, 1.f},
+        {{1, 64, 65, 3, 130, 128, 129, 200}, 4, 2, 64, false, 3.f, 128},
+        {{129, 7, 1, 255}, 2, 2, 128, false, 1.f, 128},
     };
     if (!quick) {
         std::vector<int> many(24, 0);

@@ -174,6 +174,7 @@ pub fn run(a: Args) -> Result<()> {
         "s_per_trajectory": median / seqs.len() as f64, "peak_device_bytes": peak,
         "topk_brier": a.topk_brier, "gemm_ceiling_tflops": ceiling,
         "fraction_of_ceiling": ceiling.map(|c| tflops / c), "precision": a.precision.name(),
+        "attention_query_tile": cuda::attention::query_tile_setting(),
     });
     if a.json {
         println!("{v}");

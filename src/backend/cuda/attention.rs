@@ -5,17 +5,29 @@
 //! says where each starts. Position i of a sequence attends to positions 0..=i of the same sequence.
 //!
 //! The tensor-core kernels (`head_dim` 64 or 128) take a [`TileTable`] built on the host from the same
-//! `cu_seqlens`: one entry per 64-row query tile. Any other `head_dim` ≤ 256 goes to the simple fallback kernel.
+//! `cu_seqlens`: one entry per query tile of 64 rows (4 warps) or 128 rows (8 warps, the `_br128` variants:
+//! half the K/V traffic per query row; `LARK_ATTENTION_QUERY_TILE=128` selects them). Any other `head_dim` ≤ 256
+//! goes to the simple fallback kernel.
 
 use super::device::{cu, Gpu};
 use super::ops::{DevPtr, Precision};
 use crate::error::{LarkError, Result};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
-/// Query rows per block of the tensor-core kernels (and the granularity of the tile table).
+/// Query rows per block of the default tensor-core kernels (and the granularity of their tile table).
 pub const QUERY_TILE: usize = 64;
-/// Threads per block of every attention kernel.
+/// Threads per block of the generic kernels.
 const THREADS: u32 = 128;
+
+/// The query tile of the tensor-core kernels for this process: `LARK_ATTENTION_QUERY_TILE` (64 or 128), read once;
+/// default [`QUERY_TILE`].
+pub fn query_tile_setting() -> usize {
+    static SETTING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SETTING.get_or_init(|| match std::env::var("LARK_ATTENTION_QUERY_TILE").ok().as_deref() {
+        Some("128") => 128,
+        _ => QUERY_TILE,
+    })
+}
 /// Largest head_dim the fallback kernel accepts.
 pub const MAX_GENERIC_HEAD_DIM: usize = 256;
 
@@ -26,6 +38,10 @@ pub enum AttentionKernel {
     Hd64,
     /// `attention_varlen_bf16_hd128`: tensor cores, head_dim 128.
     Hd128,
+    /// `attention_varlen_bf16_hd64_br128`: tensor cores, head_dim 64, 128-row query tiles.
+    Hd64Br128,
+    /// `attention_varlen_bf16_hd128_br128`: tensor cores, head_dim 128, 128-row query tiles.
+    Hd128Br128,
     /// `attention_varlen_generic`: one warp per (query, head), any head_dim ≤ 256.
     Generic,
     /// `attention_varlen_generic_f32`: the generic kernel on fp32 q/k/v/out ([`Precision::Fp32`]).
@@ -41,9 +57,13 @@ impl AttentionKernel {
         }
     }
 
-    /// The fastest bf16 kernel for `head_dim`, or an error when none supports it.
+    /// The fastest bf16 kernel for `head_dim` (the query tile of [`query_tile_setting`]), or an error when none
+    /// supports it.
     pub fn for_head_dim(head_dim: usize) -> Result<Self> {
+        let wide = query_tile_setting() == 128;
         match head_dim {
+            64 if wide => Ok(AttentionKernel::Hd64Br128),
+            128 if wide => Ok(AttentionKernel::Hd128Br128),
             64 => Ok(AttentionKernel::Hd64),
             128 => Ok(AttentionKernel::Hd128),
             1..=MAX_GENERIC_HEAD_DIM => Ok(AttentionKernel::Generic),
@@ -58,6 +78,8 @@ impl AttentionKernel {
         match self {
             AttentionKernel::Hd64 => "attention_varlen_bf16_hd64",
             AttentionKernel::Hd128 => "attention_varlen_bf16_hd128",
+            AttentionKernel::Hd64Br128 => "attention_varlen_bf16_hd64_br128",
+            AttentionKernel::Hd128Br128 => "attention_varlen_bf16_hd128_br128",
             AttentionKernel::Generic => "attention_varlen_generic",
             AttentionKernel::GenericF32 => "attention_varlen_generic_f32",
         }
@@ -66,8 +88,8 @@ impl AttentionKernel {
     /// The head_dim a tensor-core kernel is compiled for (None: any).
     fn fixed_head_dim(self) -> Option<usize> {
         match self {
-            AttentionKernel::Hd64 => Some(64),
-            AttentionKernel::Hd128 => Some(128),
+            AttentionKernel::Hd64 | AttentionKernel::Hd64Br128 => Some(64),
+            AttentionKernel::Hd128 | AttentionKernel::Hd128Br128 => Some(128),
             AttentionKernel::Generic | AttentionKernel::GenericF32 => None,
         }
     }
@@ -83,6 +105,23 @@ impl AttentionKernel {
     fn is_generic(self) -> bool {
         matches!(self, AttentionKernel::Generic | AttentionKernel::GenericF32)
     }
+
+    /// Rows per entry of the tile table this kernel reads (the generic kernels read none).
+    pub fn query_tile(self) -> usize {
+        match self {
+            AttentionKernel::Hd64Br128 | AttentionKernel::Hd128Br128 => 128,
+            _ => QUERY_TILE,
+        }
+    }
+
+    /// Threads per block (2 per query row of the tensor-core kernels' tile: one warp per 16 rows).
+    fn threads(self) -> u32 {
+        if self.is_generic() {
+            THREADS
+        } else {
+            2 * self.query_tile() as u32
+        }
+    }
 }
 
 /// The work list of the tensor-core kernels: for every 64-row query tile of every non-empty sequence, its
@@ -96,13 +135,15 @@ pub struct TileTable {
 }
 
 impl TileTable {
-    /// Build the table from the host copy of `cu_seqlens` (`num_seqs + 1` non-decreasing offsets from 0).
-    pub fn build(cu_seqlens: &[i32]) -> Result<Self> {
+    /// Build the table of `query_tile`-row tiles from the host copy of `cu_seqlens` (`num_seqs + 1`
+    /// non-decreasing offsets from 0).
+    pub fn build(cu_seqlens: &[i32], query_tile: usize) -> Result<Self> {
+        let query_tile = query_tile.max(1);
         let num_seqs = validate_cu_seqlens(cu_seqlens)?;
         let mut tiles: Vec<(i32, i32)> = Vec::new();
         for s in 0..num_seqs {
             let len = (cu_seqlens[s + 1] - cu_seqlens[s]) as usize;
-            for start in (0..len).step_by(QUERY_TILE) {
+            for start in (0..len).step_by(query_tile) {
                 tiles.push((s as i32, start as i32));
             }
         }
@@ -161,6 +202,8 @@ pub struct AttentionArgs {
     pub softmax_scale: f32,
     /// The element type of q, k, v and out.
     pub precision: Precision,
+    /// Rows per entry of `tiles` (must be the tensor-core kernel's [`AttentionKernel::query_tile`]).
+    pub query_tile: usize,
 }
 
 /// Grid and block of a launch, after checking every argument the kernel relies on.
@@ -201,6 +244,9 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
     if a.cu_seqlens == 0 || a.cu_seqlens % 4 != 0 {
         return bad(format!("cu_seqlens address {:#x}", a.cu_seqlens));
     }
+    if !kind.is_generic() && a.query_tile != kind.query_tile() {
+        return bad(format!("a tile table of {}-row tiles (this kernel needs {})", a.query_tile, kind.query_tile()));
+    }
     let blocks = match kind {
         k if k.is_generic() => (a.total_tokens * a.num_heads).div_ceil((THREADS / 32) as usize),
         _ => {
@@ -213,7 +259,7 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
     if blocks >= (1 << 31) {
         return bad(format!("{blocks} blocks exceed the grid limit; split the batch"));
     }
-    Ok(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
+    Ok(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (kind.threads(), 1, 1), shared_mem_bytes: 0 })
 }
 
 /// Launch `func` (which must be `kind`'s entry point) on `stream`. Nothing is launched for an empty batch.
@@ -280,6 +326,7 @@ mod tests {
             head_dim: kind.fixed_head_dim().unwrap_or(40),
             softmax_scale: 0.125,
             precision: kind.precision(),
+            query_tile: kind.query_tile(),
         }
     }
 
@@ -291,7 +338,7 @@ mod tests {
         for l in lens {
             cu.push(cu.last().unwrap() + l as i32);
         }
-        let t = TileTable::build(&cu).unwrap();
+        let t = TileTable::build(&cu, QUERY_TILE).unwrap();
         assert_eq!(t.num_tiles, 1 + 1 + 2 + 4);
         assert_eq!(t.data.len(), 2 * t.num_tiles);
         let (seqs, starts) = t.data.split_at(t.num_tiles);
@@ -315,12 +362,12 @@ mod tests {
 
     #[test]
     fn tile_table_rejects_bad_offsets() {
-        assert!(TileTable::build(&[]).is_err());
-        assert!(TileTable::build(&[1, 5]).is_err());
-        assert!(TileTable::build(&[0, 5, 3]).is_err());
-        let empty = TileTable::build(&[0]).unwrap();
+        assert!(TileTable::build(&[], QUERY_TILE).is_err());
+        assert!(TileTable::build(&[1, 5], QUERY_TILE).is_err());
+        assert!(TileTable::build(&[0, 5, 3], QUERY_TILE).is_err());
+        let empty = TileTable::build(&[0], QUERY_TILE).unwrap();
         assert_eq!(empty.num_tiles, 0);
-        let zero_len = TileTable::build(&[0, 0, 0]).unwrap();
+        let zero_len = TileTable::build(&[0, 0, 0], QUERY_TILE).unwrap();
         assert_eq!(zero_len.num_tiles, 0);
     }
 

@@ -458,7 +458,8 @@ impl<E: Exec> Forward<E> {
         let ids = ws.ids.get(gpu, t)?;
         let positions = ws.positions.get(gpu, t)?;
         let cu_seqlens = ws.cu_seqlens.get(gpu, p.cu_seqlens.len())?;
-        let tiles = attention::TileTable::build(&p.cu_seqlens)?;
+        let attn_kind = attention::AttentionKernel::for_args(d, prec)?;
+        let tiles = attention::TileTable::build(&p.cu_seqlens, attn_kind.query_tile())?;
         let tiles_ptr = ws.tiles.get(gpu, tiles.data.len())?;
         let rows = ws.rows.get(gpu, n_scored)?;
         let gold = ws.gold.get(gpu, n_scored)?;
@@ -500,6 +501,7 @@ impl<E: Exec> Forward<E> {
             head_dim: d,
             softmax_scale: 1.0 / (d as f32).sqrt(),
             precision: prec,
+            query_tile: attn_kind.query_tile(),
         };
         for layer in &m.layers {
             // Attention block.

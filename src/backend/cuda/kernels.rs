@@ -29,6 +29,8 @@ pub const ENTRY_POINTS: &[&str] = &[
     // kernels/attention.cu (K)
     "attention_varlen_bf16_hd64",
     "attention_varlen_bf16_hd128",
+    "attention_varlen_bf16_hd64_br128",
+    "attention_varlen_bf16_hd128_br128",
     "attention_varlen_generic",
     "attention_varlen_generic_f32",
     // kernels/vocab_stats.cu (K)

@@ -275,7 +275,7 @@ impl Exec for Mock {
         let mut covered = vec![0u8; a.total_tokens];
         for j in 0..a.num_tiles {
             let (s, start) = (tiles[j] as usize, tiles[a.num_tiles + j] as usize);
-            for p in start..(start + attention::QUERY_TILE).min(cu[s + 1] - cu[s]) {
+            for p in start..(start + a.query_tile).min(cu[s + 1] - cu[s]) {
                 covered[cu[s] + p] += 1;
             }
         }

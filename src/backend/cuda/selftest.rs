@@ -745,6 +745,14 @@ fn attention_cases(r: &mut Runner<'_>, long_len: usize) {
         let mut outs: Vec<Option<Vec<f32>>> = Vec::new();
         let mut kinds: Vec<AttentionKernel> =
             if best == AttentionKernel::Generic { vec![best] } else { vec![best, AttentionKernel::Generic] };
+        // The other query tile of the tensor-core kernel (64 vs 128 rows), so both variants are always checked.
+        match best {
+            AttentionKernel::Hd64 => kinds.push(AttentionKernel::Hd64Br128),
+            AttentionKernel::Hd128 => kinds.push(AttentionKernel::Hd128Br128),
+            AttentionKernel::Hd64Br128 => kinds.push(AttentionKernel::Hd64),
+            AttentionKernel::Hd128Br128 => kinds.push(AttentionKernel::Hd128),
+            _ => {}
+        }
         // The fp32 kernel on the same (bf16-valued) inputs: a tighter bound, the generic kernel's arithmetic.
         kinds.push(AttentionKernel::GenericF32);
         for kind in kinds {
@@ -780,7 +788,7 @@ fn attention_cases(r: &mut Runner<'_>, long_len: usize) {
             });
             outs.push(got_out);
         }
-        if let [Some(tc), Some(gen), _] = &outs[..] {
+        if let [Some(tc), Some(gen), ..] = &outs[..] {
             r.case("attention", format!("tensor-core vs generic {shape}"), 1e-2, |_| {
                 Ok((compare(tc, gen), 0.0, "both GPU outputs".into()))
             });
@@ -805,7 +813,7 @@ fn run_attention(
     let (d_q, d_k, d_v) = (b.up(&act_bytes(q, p))?, b.up(&act_bytes(k, p))?, b.up(&act_bytes(v, p))?);
     let d_out = b.out::<u8>(total * c.heads * c.d * p.bytes())?;
     let d_cu = b.up(&cu_i32)?;
-    let tiles = TileTable::build(&cu_i32)?;
+    let tiles = TileTable::build(&cu_i32, kind.query_tile())?;
     let d_tiles = b.up(&tiles.data)?;
     let args = attention::AttentionArgs {
         q: b.p(&d_q),
@@ -822,6 +830,7 @@ fn run_attention(
         head_dim: c.d,
         softmax_scale: 1.0 / (c.d as f32).sqrt(),
         precision: p,
+        query_tile: kind.query_tile(),
     };
     let ms = r.timed(|| attention::attention(r.gpu, Some(kind), &args))?;
     Ok((from_act_bytes(&b.down(&d_out, total * c.heads * c.d * p.bytes())?, p), ms))
