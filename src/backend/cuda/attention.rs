@@ -5,9 +5,9 @@
 //! says where each starts. Position i of a sequence attends to positions 0..=i of the same sequence.
 //!
 //! The tensor-core kernels (`head_dim` 64 or 128) take a [`TileTable`] built on the host from the same
-//! `cu_seqlens`: one entry per query tile of 64 rows (4 warps) or 128 rows (8 warps, the `_br128` variants:
-//! half the K/V traffic per query row; `LARK_ATTENTION_QUERY_TILE=128` selects them). Any other `head_dim` ≤ 256
-//! goes to the simple fallback kernel.
+//! `cu_seqlens`: one entry per query tile of 128 rows (8 warps, the `_br128` variants, the default: half the K/V
+//! traffic per query row, 1.5–3% faster end to end on an H200) or 64 rows (4 warps; `LARK_ATTENTION_QUERY_TILE=64`).
+//! Any other `head_dim` ≤ 256 goes to the simple fallback kernel.
 
 use super::device::{cu, Gpu};
 use super::ops::{DevPtr, Precision};
@@ -20,12 +20,13 @@ pub const QUERY_TILE: usize = 64;
 const THREADS: u32 = 128;
 
 /// The query tile of the tensor-core kernels for this process: `LARK_ATTENTION_QUERY_TILE` (64 or 128), read once;
-/// default [`QUERY_TILE`].
+/// default 128 (measured on an H200 at the RSR pool's lengths, same call: 1.5B 94.9K → 97.8K tokens/s, 3B 48.3K →
+/// 49.7K, 7B 28.9K → 29.3K; BENCHMARKS.md).
 pub fn query_tile_setting() -> usize {
     static SETTING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *SETTING.get_or_init(|| match std::env::var("LARK_ATTENTION_QUERY_TILE").ok().as_deref() {
-        Some("128") => 128,
-        _ => QUERY_TILE,
+        Some("64") => QUERY_TILE,
+        _ => 128,
     })
 }
 /// Largest head_dim the fallback kernel accepts.
@@ -373,8 +374,10 @@ mod tests {
 
     #[test]
     fn kernel_choice_by_head_dim() {
-        assert_eq!(AttentionKernel::for_head_dim(64).unwrap(), AttentionKernel::Hd64);
-        assert_eq!(AttentionKernel::for_head_dim(128).unwrap(), AttentionKernel::Hd128);
+        let wide = query_tile_setting() == 128;
+        let (k64, k128) = (AttentionKernel::for_head_dim(64).unwrap(), AttentionKernel::for_head_dim(128).unwrap());
+        assert_eq!(k64, if wide { AttentionKernel::Hd64Br128 } else { AttentionKernel::Hd64 });
+        assert_eq!(k128, if wide { AttentionKernel::Hd128Br128 } else { AttentionKernel::Hd128 });
         assert_eq!(AttentionKernel::for_head_dim(80).unwrap(), AttentionKernel::Generic);
         assert_eq!(AttentionKernel::for_head_dim(256).unwrap(), AttentionKernel::Generic);
         assert!(AttentionKernel::for_head_dim(0).is_err());
@@ -390,6 +393,16 @@ mod tests {
         let g = args(AttentionKernel::Generic);
         let c = launch_config(AttentionKernel::Generic, &g).unwrap();
         assert_eq!(c.grid_dim, ((200 * 8usize).div_ceil(4) as u32, 1, 1));
+        // 128-row tiles: 8 warps.
+        let w = args(AttentionKernel::Hd128Br128);
+        assert_eq!(launch_config(AttentionKernel::Hd128Br128, &w).unwrap().block_dim, (256, 1, 1));
+        // A tile table of the wrong granularity or activations of the wrong type are refused.
+        let mut bad = w;
+        bad.query_tile = 64;
+        assert!(launch_config(AttentionKernel::Hd128Br128, &bad).is_err());
+        let mut bad = w;
+        bad.precision = Precision::Fp32;
+        assert!(launch_config(AttentionKernel::Hd128Br128, &bad).is_err());
         // An empty batch launches nothing.
         let mut e = args(AttentionKernel::Hd64);
         e.num_tiles = 0;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmarks for a device call (issue 5): `lark bench` at the RSR pool's lengths for each preset in $PRESETS, once
+# per attention query tile in $TILES (LARK_ATTENTION_QUERY_TILE), all in the same call on the same card, then an
+# optional HF baseline ($HF_PRESETS, bench/compare_hf.py). JSON lines go to $OUT/bench.jsonl; a table is printed last.
+# Carry target/gpu-check (scripts/gpu-prep.sh). Each step has its own time cap.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-/tmp/lark-gpu-bench}"; mkdir -p "$OUT"
+bin=target/gpu-check/lark
+[[ -x $bin ]] || bin=target/release/lark
+presets="${PRESETS:-qwen2.5-1.5b llama-3.2-3b qwen2.5-7b}"
+tiles="${TILES:-64 128}"
+tokens="${TOKENS:-150000}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+for p in $presets; do
+    for tile in $tiles; do
+        echo "== $p, query tile $tile"
+        LARK_ATTENTION_QUERY_TILE=$tile timeout "${STEP_CAP:-150}" "$bin" bench --preset "$p" --random-weights \
+            --device cuda --lengths rsr --tokens "$tokens" --repeats 2 --json 2>>"$OUT/bench.log" | tee -a "$OUT/bench.jsonl"
+    done
+done
+for p in ${HF_PRESETS:-}; do
+    echo "== HF $p"
+    timeout "${STEP_CAP:-150}" python3 bench/compare_hf.py --preset "$p" --lengths rsr --tokens "$tokens" 2>>"$OUT/bench.log" \
+        | tee -a "$OUT/hf.txt"
+done
+python3 - "$OUT/bench.jsonl" <<'PY'
+import json, sys
+print(f"{'model':<14} {'tile':>4} {'tokens/s':>10} {'TFLOP/s':>8} {'of ceiling':>10} {'peak GiB':>8}")
+for line in open(sys.argv[1]):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    print(f"{r['model']:<14} {r.get('attention_query_tile', 64):>4} {r['tokens_per_s']:>10.0f} {r['tflops']:>8.1f} "
+          f"{100 * (r.get('fraction_of_ceiling') or 0):>9.1f}% {(r.get('peak_device_bytes') or 0) / 2**30:>8.2f}")
+PY
