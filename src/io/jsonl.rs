@@ -1,15 +1,20 @@
 //! The LARK authors' pool format: one JSON object a line,
 //! `{"problem_id": int, "candidate_id": int, "teacher": str, "messages": [{role, content}, ...]}`.
 //! Blank lines are ignored; other fields are ignored; `teacher` may be absent (it becomes "unknown").
-//! The file is streamed line by line.
+//! The file is streamed line by line; a line longer than [`MAX_LINE_BYTES`] is an invalid entry, found without
+//! holding more than that in memory (a file with no newline at all must not be read into one buffer).
 
 use super::pool::Sink;
 use super::record::{Invalid, Origin, Record};
 use super::validate::{as_object, int_field, messages_field, opt_string_field};
 use crate::error::{LarkError, Result};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::sync::Arc;
+
+/// Longest accepted line, in bytes: JSON escapes (`\n`, `\u0000`) may make a record's line several times its
+/// text, which [`super::validate::MAX_TRAJECTORY_TEXT`] bounds.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 pub(super) fn read<F: FnMut(Record) -> Result<()>>(path: &Path, sink: &mut Sink<F>) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| LarkError::io(path, e))?;
@@ -19,11 +24,22 @@ pub(super) fn read<F: FnMut(Record) -> Result<()>>(path: &Path, sink: &mut Sink<
     let mut line_no = 0usize;
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| LarkError::io(path, e))?;
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| LarkError::io(path, e))?;
         if n == 0 {
             return Ok(());
         }
         line_no += 1;
+        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            // Skip the rest of the line without buffering it, so that --skip-invalid can go on after it.
+            reader.skip_until(b'\n').map_err(|e| LarkError::io(path, e))?;
+            let origin = Origin { file: shared.clone(), line: Some(line_no), index: None };
+            let why = format!("line longer than {} MiB: not read (no trajectory is that large)", MAX_LINE_BYTES >> 20);
+            sink.invalid(&origin, Invalid::new("(record)", why))?;
+            continue;
+        }
         let mut bytes = &buf[..];
         if line_no == 1 {
             bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);

@@ -4,6 +4,12 @@
 use super::record::{Invalid, Message};
 use serde_json::{Map, Value};
 
+/// The most text one trajectory may hold (all its messages together), in bytes. The whole chat is rendered and
+/// tokenised before `--max-len` cuts the ids, and the tokenizer needs about 150 bytes of memory per byte of text,
+/// so an absurd record (a 50 MB message) must be refused by size rather than attempted. 8 MiB is some 2 M tokens,
+/// far beyond any real reasoning trace (the longest are a few hundred KB).
+pub const MAX_TRAJECTORY_TEXT: usize = 8 << 20;
+
 /// A short name for a JSON value's type, for messages.
 pub fn type_name(v: &Value) -> &'static str {
     match v {
@@ -89,6 +95,7 @@ pub fn messages_field(obj: &Map<String, Value>) -> Result<Vec<Message>, Invalid>
             .collect();
         out.push(Message { role, content, extra });
     }
+    check_text_size(&out)?;
     let last = out.last().map(|m| m.role.as_str()).unwrap_or("");
     if last != "assistant" {
         return Err(Invalid::new(
@@ -107,6 +114,29 @@ pub fn messages_field(obj: &Map<String, Value>) -> Result<Vec<Message>, Invalid>
         });
     }
     Ok(out)
+}
+
+/// Refuse a trajectory holding more than [`MAX_TRAJECTORY_TEXT`] bytes of text, naming its largest message.
+fn check_text_size(messages: &[Message]) -> Result<(), Invalid> {
+    let size = |m: &Message| {
+        m.content.len()
+            + m.extra.values().map(|v| v.as_str().map_or_else(|| v.to_string().len(), str::len)).sum::<usize>()
+    };
+    let total: usize = messages.iter().map(size).sum();
+    if total <= MAX_TRAJECTORY_TEXT {
+        return Ok(());
+    }
+    let (i, m) = messages.iter().enumerate().max_by_key(|(_, m)| size(m)).expect("total > 0: not empty");
+    Err(Invalid::new(
+        format!("messages[{i}].content"),
+        format!(
+            "{} bytes of text in this trajectory ({} in this message), above the limit of {} MiB per trajectory \
+             (the whole chat is tokenised before --max-len cuts it)",
+            total,
+            m.content.len(),
+            MAX_TRAJECTORY_TEXT >> 20
+        ),
+    ))
 }
 
 /// A value for a message, shortened so one bad record cannot flood the terminal.

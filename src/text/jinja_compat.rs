@@ -281,7 +281,8 @@ pub fn rewrite_generation_tags(source: &str) -> String {
     while let Some(start) = rest.find("{%") {
         out.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let Some(end) = tag.find("%}") else {
+        // The closing `%}` is searched after the opening `{%`: in `{%}` they share the `%` (a fuzzer's find).
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             out.push_str(tag);
             return out;
         };
@@ -474,5 +475,9 @@ mod tests {
             "a{% if true %}b{%- endif -%}c{%+ if true %}{{ x }}{% endif +%}{% if y %}"
         );
         assert_eq!(rewrite_generation_tags("no tags {{ '{%' }}"), "no tags {{ '{%' }}");
+        // `{%}` does not close itself (found by fuzz/fuzz_targets/chat_template.rs: it used to panic).
+        assert_eq!(rewrite_generation_tags("{%}{% generation %}"), "{%}{% generation %}");
+        assert_eq!(rewrite_generation_tags("{%}x"), "{%}x");
+        assert_eq!(rewrite_generation_tags("{%-%}{%+ endgeneration %}"), "{%-%}{%+ endif %}");
     }
 }

@@ -20,6 +20,8 @@ pub struct Tokenizer {
     sha256: String,
     /// Tokens the post-processor adds to a single sequence when `add_special_tokens` is on.
     n_added: usize,
+    /// One more than the largest id the tokenizer can produce (see [`Tokenizer::vocab_size`]).
+    id_bound: usize,
 }
 
 /// Ids of one encoded text, with the length it had before truncation.
@@ -60,7 +62,9 @@ impl Tokenizer {
         inner.with_padding(None);
         let n_added = inner.get_post_processor().map(|p| p.added_tokens(false)).unwrap_or(0);
         let sha256 = format!("{:x}", Sha256::digest(bytes));
-        Ok(Tokenizer { inner, path, sha256, n_added })
+        let vocab = inner.get_vocab(true);
+        let id_bound = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0).max(vocab.len());
+        Ok(Tokenizer { inner, path, sha256, n_added, id_bound })
     }
 
     pub fn path(&self) -> &Path {
@@ -72,9 +76,12 @@ impl Tokenizer {
         &self.sha256
     }
 
-    /// Vocabulary size including added tokens.
+    /// The vocabulary a model needs for this tokenizer: one more than its largest id, added tokens included.
+    /// For real tokenizers, whose ids are dense, this is the number of tokens; a tokenizer with a gap in its ids
+    /// (a hostile or hand-edited `tokenizer.json`) must not pass a `vocab_size() <= model vocab` check while
+    /// producing ids beyond the model's embedding.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.id_bound
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -191,6 +198,18 @@ mod tests {
         assert_eq!(t.n_special_added(), 0);
         assert_eq!(t.encode("a b").unwrap(), vec![2, 3]);
         assert_eq!(t.encode_with("a b c", true, Some(2)).unwrap().ids, vec![2, 3]);
+    }
+
+    #[test]
+    fn vocab_size_bounds_every_id() {
+        assert_eq!(tiny("null").vocab_size(), 5);
+        // Five tokens, but one of them has id 70000: a model needs 70001 rows.
+        let json = r#"{"version": "1.0", "added_tokens": [], "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+          "post_processor": null, "decoder": null, "model": {"type": "WordLevel",
+          "vocab": {"<unk>": 0, "a": 1, "b": 2, "c": 3, "d": 70000}, "unk_token": "<unk>"}}"#;
+        let t = Tokenizer::from_bytes(json.as_bytes(), "/virtual/tokenizer.json").unwrap();
+        assert_eq!(t.encode("d").unwrap(), vec![70000]);
+        assert_eq!(t.vocab_size(), 70001);
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub fn convert_gguf(gguf_path: &Path, out_dir: &Path, dtype: StoredDtype) -> Res
     let plan = plan_tensors(&f, &config)?;
     let tok = tokenizer_files(&f)?;
     let (tok_json, tok_cfg) = (&tok.tokenizer, &tok.config);
+    // Never write a model directory whose tokenizer does not load: build it once as every command will.
+    let tok_text = serde_json::to_string(tok_json).unwrap_or_default();
+    if let Err(e) = crate::text::Tokenizer::from_bytes(tok_text.as_bytes(), "tokenizer.json") {
+        return Err(LarkError::input(
+            format!("{}: tokenizer.ggml.*", f.origin),
+            format!("the tokenizer rebuilt from this metadata does not load: {e}"),
+        ));
+    }
     if tok.model_vocab_len > config.vocab_size {
         return Err(LarkError::input(
             f.origin.clone(),
@@ -84,7 +92,7 @@ pub fn convert_gguf(gguf_path: &Path, out_dir: &Path, dtype: StoredDtype) -> Res
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     let staged = [
         ("model.safetensors", None),
-        ("tokenizer.json", Some(serde_json::to_string(tok_json).unwrap_or_default())),
+        ("tokenizer.json", Some(tok_text)),
         ("tokenizer_config.json", Some(pretty(tok_cfg))),
         ("config.json", Some(pretty(&cfg_json))),
     ];

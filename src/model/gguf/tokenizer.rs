@@ -302,6 +302,16 @@ fn tokenizer_json(f: &GgufFile, b: &Built) -> Result<Value> {
                 format!("merge #{i} {m:?} is not two vocabulary tokens separated by one space"),
             ));
         }
+        // The BPE model (tokenizers, as transformers builds it) also needs the merged token in the vocabulary;
+        // without this check convert-gguf wrote a tokenizer.json that does not load (found by fuzzing).
+        let merged = format!("{}{}", parts[0], parts[1]);
+        if !b.vocab.contains_key(&merged) {
+            return Err(meta_err(
+                f,
+                "tokenizer.ggml.merges",
+                format!("merge #{i} {m:?} makes {merged:?}, which is not in the vocabulary"),
+            ));
+        }
         merges.push(json!([parts[0], parts[1]]));
     }
     let mut vocab: Vec<(&String, &u32)> = b.vocab.iter().collect();
