@@ -21,6 +21,10 @@ pub enum LarkError {
     /// A backend (CPU or CUDA) failed or is unavailable.
     #[error("{0}")]
     Backend(String),
+    /// The device could not allocate `bytes` bytes. A scoring job treats it as "this batch is too large": it
+    /// splits the batch and retries the halves (`run::schedule::score_splitting`); the backend stays usable.
+    #[error("{device}: out of device memory allocating {bytes} bytes")]
+    OutOfMemory { device: String, bytes: usize },
     #[error("{0}")]
     Other(String),
 }

@@ -86,7 +86,8 @@ fn cuda_backend_says_why_it_is_unavailable() {
     let err = lark::backend::cuda::CudaBackend::new(&model, 0).err().expect("no GPU here");
     assert!(err.to_string().contains("--device cuda:0"), "{err}");
     // --device auto falls back to the CPU and says why.
-    let (_b, desc) = lark::backend::open_backend(&model, &lark::backend::DeviceChoice::Auto).unwrap();
+    let (_b, desc) =
+        lark::backend::open_backend(&model, &lark::backend::DeviceChoice::Auto, Default::default()).unwrap();
     assert!(desc.starts_with("cpu") && desc.contains("auto"), "{desc}");
 }
 

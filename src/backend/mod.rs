@@ -1,11 +1,12 @@
 //! Backends turn token sequences into per-token statistics. One trait, two implementations: the CPU
 //! backend (the reference, f32) and the CUDA backend (bf16 weights, fp32 accumulation). Which one runs is
-//! decided in one place, [`open_backend`].
+//! decided in one place, [`open_backend`]; [`open_backends`] opens one per device of `--device cuda:0,1,...`
+//! for a scoring job's workers (`run::job`).
 
 pub mod cpu;
 pub mod cuda;
 
-use crate::error::Result;
+use crate::error::{LarkError, Result};
 use crate::model::Model;
 use crate::stats::{StatsOptions, TokenStats};
 
@@ -70,9 +71,16 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// Open the backend for `choice`. `Auto` picks CUDA when a usable GPU and the embedded kernels are present,
-/// else the CPU; the returned string says which and why.
-pub fn open_backend(model: &Model, choice: &DeviceChoice) -> Result<(Box<dyn Backend>, String)> {
+/// Open the backend for `choice` (of several CUDA ordinals, the first: see [`open_backends`]). `Auto` picks
+/// CUDA when a usable GPU and the embedded kernels are present, else the CPU; the returned string says which
+/// and why.
+///
+/// `precision` is the GPU's activation type ([`cuda::Precision`]); the CPU backend is always f32.
+pub fn open_backend(
+    model: &Model,
+    choice: &DeviceChoice,
+    precision: cuda::Precision,
+) -> Result<(Box<dyn Backend>, String)> {
     match choice {
         DeviceChoice::Cpu => {
             let b = cpu::CpuBackend::new(model)?;
@@ -80,13 +88,13 @@ pub fn open_backend(model: &Model, choice: &DeviceChoice) -> Result<(Box<dyn Bac
             Ok((Box::new(b), d))
         }
         DeviceChoice::Cuda(ids) => {
-            let b = cuda::CudaBackend::new(model, ids.first().copied().unwrap_or(0))?;
+            let b = cuda::CudaBackend::with_precision(model, ids.first().copied().unwrap_or(0), precision)?;
             let d = b.describe();
             Ok((Box::new(b), d))
         }
         DeviceChoice::Auto => match cuda::probe() {
             Ok(_) => {
-                let b = cuda::CudaBackend::new(model, 0)?;
+                let b = cuda::CudaBackend::with_precision(model, 0, precision)?;
                 let d = format!("{} (auto: CUDA usable)", b.describe());
                 Ok((Box::new(b), d))
             }
@@ -97,4 +105,55 @@ pub fn open_backend(model: &Model, choice: &DeviceChoice) -> Result<(Box<dyn Bac
             }
         },
     }
+}
+
+/// Open one backend per device of `choice`, for a scoring job's workers: one CUDA backend per ordinal of
+/// `cuda:0,1,...` (each with its own copy of the weights; opened in parallel, since each converts and uploads
+/// the whole model), one backend for `cpu`, `cuda:N` and `auto`. The string describes them all.
+///
+/// An ordinal listed twice (`cuda:0,0`) gets two workers on that GPU, each with its own weights: legal, rarely
+/// useful (it checks the multi-worker path on a one-GPU machine), and said on stderr.
+pub fn open_backends(
+    model: &Model,
+    choice: &DeviceChoice,
+    precision: cuda::Precision,
+) -> Result<(Vec<Box<dyn Backend>>, String)> {
+    let ids = match choice {
+        DeviceChoice::Cuda(ids) if ids.len() > 1 => ids,
+        _ => {
+            let (b, d) = open_backend(model, choice, precision)?;
+            return Ok((vec![b], d));
+        }
+    };
+    if let Some(dup) = ids.iter().enumerate().find(|(i, id)| ids[..*i].contains(id)).map(|(_, id)| id) {
+        eprintln!("lark: cuda:{dup} is listed more than once: its workers share that GPU, each with its own weights");
+    }
+    let opened: Vec<Result<cuda::CudaBackend>> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            ids.iter().map(|&id| s.spawn(move || cuda::CudaBackend::with_precision(model, id, precision))).collect();
+        handles
+            .into_iter()
+            .zip(ids)
+            .map(|(h, id)| {
+                h.join().unwrap_or_else(|_| Err(LarkError::Backend(format!("cuda:{id}: opening the device panicked"))))
+            })
+            .collect()
+    });
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(ids.len());
+    for b in opened {
+        backends.push(Box::new(b?));
+    }
+    let d = backends.iter().map(|b| b.describe()).collect::<Vec<_>>().join(", ");
+    Ok((backends, d))
+}
+
+/// `n` CPU backends, for running a job's worker pool on the CPU (tests: `lark score --cpu-workers N`; each
+/// holds its own f32 copy of the weights, and they share the rayon threads).
+pub fn open_cpu_backends(model: &Model, n: usize) -> Result<(Vec<Box<dyn Backend>>, String)> {
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        backends.push(Box::new(cpu::CpuBackend::new(model)?));
+    }
+    let d = format!("{} x {} workers", backends[0].describe(), backends.len());
+    Ok((backends, d))
 }

@@ -65,7 +65,7 @@ fn open_bench_backend(model: &Model, a: &Args) -> Result<(Box<dyn Backend>, Stri
             Ok((Box::new(b), d, Some(ceiling)))
         }
         None => {
-            let (b, d) = open_backend(model, &a.device)?;
+            let (b, d) = open_backend(model, &a.device, a.precision)?;
             Ok((b, d, None))
         }
     }
@@ -80,6 +80,24 @@ fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
                 format!("expected a list of lists of token ids: {e}"),
             )
         })?;
+        // Checked here, naming the file and the sequence: every position after the first is scored, so a
+        // sequence needs two ids, and every id must be in the model's vocabulary.
+        for (i, seq) in seqs.iter().enumerate() {
+            let at = format!("{} (sequence {i})", path.display());
+            if seq.len() < 2 {
+                let what = if seq.is_empty() { "is empty" } else { "has 1 id" };
+                return Err(LarkError::input(at, format!("{what}: a sequence needs at least 2 token ids")));
+            }
+            if let Some((pos, &bad)) = seq.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+                return Err(LarkError::input(
+                    at,
+                    format!("token id {bad} at position {pos} is beyond the model's vocabulary of {vocab}"),
+                ));
+            }
+        }
+        if seqs.is_empty() {
+            return Err(LarkError::input(path.display().to_string(), "no sequences"));
+        }
         return Ok(seqs);
     }
     let pattern: Vec<usize> = match a.lengths.as_str() {
@@ -186,7 +204,10 @@ pub fn run(a: Args) -> Result<()> {
         println!("throughput   {tok_s:.0} tokens/s");
         println!("compute      {tflops:.3} TFLOP/s achieved");
         if let Some(c) = ceiling {
-            println!("ceiling      {c:.0} TFLOP/s cuBLAS bf16 GEMM 8192³ on this GPU: {:.1}% of it", 100.0 * tflops / c);
+            println!(
+                "ceiling      {c:.0} TFLOP/s cuBLAS bf16 GEMM 8192³ on this GPU: {:.1}% of it",
+                100.0 * tflops / c
+            );
         }
         println!("trajectory   {:.4} s each", median / seqs.len() as f64);
         if let Some(p) = peak {

@@ -1,12 +1,13 @@
 //! `lark score`: a pool in, every trajectory scored, `scores.jsonl` + `scores.json` + `run.json` out.
 
-use crate::backend::{open_backend, DeviceChoice};
+use crate::backend::cuda::Precision;
+use crate::backend::{open_backends, open_cpu_backends, Backend, DeviceChoice};
 use crate::error::{LarkError, Result};
 use crate::export::{write_atomic, write_rejects_jsonl, write_scores_json, write_scores_jsonl};
 use crate::io::{read_pool, Pool, PoolFormat, ReadOptions};
 use crate::model::Model;
 use crate::run::resume::write_candidates;
-use crate::run::{parse_brier, score_pool_with, JobControl, JobOutput, Journal, Progress, ScoreSettings, Shard};
+use crate::run::{parse_brier, score_pool_on, JobControl, JobOutput, Journal, Progress, ScoreSettings, Shard};
 use crate::score::{parse_scorers, BrierMode, JudgeScores, Scorer};
 use crate::text::{SpanMode, TextPipeline};
 use sha2::{Digest, Sha256};
@@ -26,9 +27,14 @@ pub struct ScoreArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "auto")]
     pub format: PoolFormat,
-    /// auto (CUDA when usable, else CPU), cpu, cuda, cuda:N.
+    /// auto (CUDA when usable, else CPU), cpu, cuda, cuda:N, or cuda:N,M,... (one worker per GPU, one shared
+    /// queue of batches; the same results as one GPU).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// GPU activations: bf16 (default, fast) or fp32 (reference grade: every token's log p within ~3e-4 nats of
+    /// the CPU reference, about 9× slower). The CPU backend is always f32.
+    #[arg(long, default_value = "bf16")]
+    pub precision: Precision,
     /// turn: the whole assistant turn (LARK authors); content: the assistant content only (RSR authors).
     #[arg(long, default_value = "turn")]
     pub span: SpanMode,
@@ -73,6 +79,10 @@ pub struct ScoreArgs {
     /// Sequences per batch instead of the device's default (testing; 1 on the CPU, see `JobControl::max_seqs`).
     #[arg(long, hide = true)]
     pub max_seqs: Option<usize>,
+    /// With `--device cpu`: N CPU backends, one worker each, as `--device cuda:0,1,...` runs one per GPU
+    /// (testing the multi-device scheduler without GPUs: the output must not change).
+    #[arg(long, hide = true)]
+    pub cpu_workers: Option<usize>,
 }
 
 /// What a finished scoring run leaves for `select`/`run`. Its files are written except `run.json`, which
@@ -119,15 +129,19 @@ pub fn pool_fingerprint(path: &Path) -> Result<String> {
     if path.is_file() {
         return sha256_file(path);
     }
+    // Symlinked directories are not followed (a link to `..` would loop forever); the pool reader reads only
+    // <root>/<teacher>/<file>, which this walk covers.
     let mut files = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).map_err(|e| LarkError::io(&d, e))? {
-            let p = e.map_err(|e| LarkError::io(&d, e))?.path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                files.push(p)
+            let e = e.map_err(|e| LarkError::io(&d, e))?;
+            let p = e.path();
+            let link = e.file_type().map_err(|err| LarkError::io(&p, err))?.is_symlink();
+            match (p.is_dir(), link) {
+                (true, false) if d == path => stack.push(p),
+                (true, _) => {}
+                (false, _) => files.push(p),
             }
         }
     }
@@ -162,7 +176,11 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     if tok_vocab > model.config.vocab_size {
         return Err(LarkError::input(
             a.model.join("tokenizer.json").display().to_string(),
-            format!("tokenizer has {tok_vocab} tokens but the model's vocabulary is {}", model.config.vocab_size),
+            format!(
+                "tokenizer ids go up to {} but the model's vocabulary has {} entries",
+                tok_vocab.saturating_sub(1),
+                model.config.vocab_size
+            ),
         ));
     }
     std::fs::create_dir_all(&a.out).map_err(|e| LarkError::io(&a.out, e))?;
@@ -171,7 +189,11 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     if run_json.exists() {
         std::fs::remove_file(&run_json).map_err(|e| LarkError::io(&run_json, e))?;
     }
-    let (mut backend, device) = open_backend(&model, &a.device)?;
+    let (mut backends, device) = match (a.cpu_workers, &a.device) {
+        (None, d) => open_backends(&model, d, a.precision)?,
+        (Some(n), DeviceChoice::Cpu) if n >= 1 => open_cpu_backends(&model, n)?,
+        (Some(_), _) => return Err(LarkError::input("--cpu-workers", "needs --device cpu and N ≥ 1")),
+    };
     match a.shard {
         Some(sh) => eprintln!(
             "lark: scoring shard {sh} of {} trajectories of {} problems on {device}",
@@ -195,7 +217,7 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     // `JobControl::max_seqs`).
     let max_seqs = a.max_seqs.or(device.starts_with("cpu").then_some(1));
     let ctl = JobControl { shard: a.shard, journal: None, batch_tokens: a.batch_tokens, max_seqs };
-    let batch_tokens = ctl.batch_budget(backend.as_ref());
+    let batch_tokens = ctl.batch_budget(backends.iter().map(|b| b.as_ref()));
     let fingerprints = serde_json::json!({
         "model_fingerprint": model_fingerprint(&a.model)?,
         "tokenizer_fingerprint": text.fingerprint(),
@@ -216,11 +238,12 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     }
     let ctl = JobControl { journal: Some(&mut journal), ..ctl };
     let mut reporter = Reporter::new();
-    let output = score_pool_with(&pool, &text, backend.as_mut(), &settings, judge.as_ref(), ctl, |p: &Progress| {
-        reporter.update(p)
-    })?;
+    let mut workers: Vec<&mut dyn Backend> = backends.iter_mut().map(|b| b.as_mut() as &mut dyn Backend).collect();
+    let output =
+        score_pool_on(&pool, &text, &mut workers, &settings, judge.as_ref(), ctl, |p: &Progress| reporter.update(p))?;
     reporter.done();
-    drop(backend);
+    drop(workers);
+    drop(backends);
 
     write_scores_jsonl(&a.out.join("scores.jsonl"), &output.rows)?;
     let top_k = match brier {
@@ -313,13 +336,15 @@ impl Reporter {
         self.last = Some(std::time::Instant::now());
         let rate = p.tokens_this_run as f64 / p.elapsed_s.max(1e-9);
         let left = p.tokens_total.saturating_sub(p.tokens_done) as f64;
-        let eta = if rate > 0.0 { fmt_secs(left / rate) } else { "?".into() };
+        // Totals are estimates while the pool is still being tokenised: say so.
+        let about = if p.totals_exact { "" } else { "~" };
+        let eta = if rate > 0.0 { format!("{about}{}", fmt_secs(left / rate)) } else { "?".into() };
         if self.tty {
             const W: usize = 30;
             let frac = if p.tokens_total > 0 { p.tokens_done as f64 / p.tokens_total as f64 } else { 1.0 };
             let fill = ((frac * W as f64) as usize).min(W);
             eprint!(
-                "\r\x1b[2K[{}{}] {}/{} problems  {}/{} trajectories  {:.0} tokens/s  ETA {eta}",
+                "\r\x1b[2K[{}{}] {}/{} problems  {}/{about}{} trajectories  {:.0} tokens/s  ETA {eta}",
                 "#".repeat(fill),
                 "-".repeat(W - fill),
                 p.problems_done,
@@ -331,7 +356,7 @@ impl Reporter {
             self.drawn = true;
         } else {
             eprintln!(
-                "lark: {}/{} problems, {}/{} trajectories, {:.0} tokens/s, ETA {eta}",
+                "lark: {}/{} problems, {}/{about}{} trajectories, {:.0} tokens/s, ETA {eta}",
                 p.problems_done, p.problems_total, p.trajectories_done, p.trajectories_total, rate
             );
         }

@@ -65,7 +65,11 @@ impl LarkModel {
         if tok_vocab > model.config.vocab_size {
             return Err(LarkError::input(
                 dir.join("tokenizer.json").display().to_string(),
-                format!("tokenizer has {tok_vocab} tokens but the model's vocabulary is {}", model.config.vocab_size),
+                format!(
+                    "tokenizer ids go up to {} but the model's vocabulary has {} entries",
+                    tok_vocab.saturating_sub(1),
+                    model.config.vocab_size
+                ),
             )
             .into());
         }
@@ -73,7 +77,7 @@ impl LarkModel {
             // Fail at open rather than on every chat when the template has no known assistant markers.
             text.family()?;
         }
-        let (backend, device) = open_backend(&model, &choice)?;
+        let (backend, device) = open_backend(&model, &choice, crate::backend::cuda::Precision::Bf16)?;
         let max_seqs = if device.starts_with("cpu") { 1 } else { 4096 };
         Ok(LarkModel {
             max_seqs,

@@ -46,7 +46,7 @@ impl From<LarkError> for FfiError {
         let code = match &e {
             LarkError::Io { .. } | LarkError::Input { .. } => LARK_ERR_INPUT,
             LarkError::Unsupported(_) => LARK_ERR_UNSUPPORTED,
-            LarkError::Backend(_) => LARK_ERR_BACKEND,
+            LarkError::Backend(_) | LarkError::OutOfMemory { .. } => LARK_ERR_BACKEND,
             LarkError::Other(_) => LARK_ERR_INPUT,
         };
         FfiError::new(code, e.to_string())

@@ -1,19 +1,34 @@
-//! One scoring job: every record of a pool → its scored span → per-token statistics from the backend (packed
-//! batches, longest first) → per-trajectory sums → per-problem scores. The only model-facing step is
+//! One scoring job: every record of a pool → its scored span → per-token statistics from the backends
+//! (packed batches, longest first) → per-trajectory sums → per-problem scores. The only model-facing step is
 //! `Backend::score`; everything else is shared by the CPU and CUDA paths.
+//!
+//! Three kinds of thread take part ([`score_pool_on`]): a tokeniser ([`super::prepare`]) that renders and
+//! tokenises the pool in order on the rayon threads and hands on complete chunks ahead of the devices; one
+//! worker per backend ([`super::workers`]; several GPUs: one each) taking batches from one shared queue;
+//! and the caller's thread, which queues batches, puts the results together in order, journals each chunk
+//! and reports progress. What is computed does not depend on this: the chunks and batches are those of a
+//! single-threaded run, each batch's numbers do not depend on which worker ran it, and the results are
+//! assembled in chunk and pool order, so the output is byte-identical whatever the number of workers.
+//! A batch that runs out of device memory is split and retried ([`super::schedule::score_splitting`]).
 
+use super::prepare::{Chunk, Plan};
 use super::resume::{Indexed, Journal};
-use super::schedule::pack_by_length;
 use super::shard::Shard;
-use crate::backend::{Backend, SeqRequest};
+use super::workers::{work, BatchOut, Credits, Event, Pass, Shared, StopOnDrop, Work};
+use crate::backend::Backend;
 use crate::error::{LarkError, Result};
-use crate::io::{Pool, Record};
-use crate::score::local::{combine, step_windows};
+use crate::io::Pool;
+use crate::score::local::combine;
 use crate::score::{
     score_all, BrierMode, Candidate, JudgeScores, Outcome, ScoreOptions, ScoreRow, Scorer, TextFeatures,
 };
 use crate::stats::{StatsOptions, TrajectoryStats};
-use crate::text::{without_assistant, Prepared, SpanMode, TextPipeline, Trajectory};
+use crate::text::{Prepared, SpanMode, TextPipeline};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Everything that changes the numbers of a scoring run (recorded in `run.json`).
@@ -40,7 +55,11 @@ fn ser_scorers<S: serde::Serializer>(v: &[Scorer], s: S) -> std::result::Result<
     s.collect_seq(v.iter().map(|x| x.name()))
 }
 
-/// Progress of a job, reported after every batch (counts include work resumed from a journal).
+/// Progress of a job, reported after every batch (counts include work resumed from a journal). The pool is
+/// tokenised while the devices work, so `trajectories_total` and `tokens_total` are known exactly only once
+/// the tokeniser has reached the last chunk (`totals_exact`); before that they are extrapolated from the
+/// records tokenised so far (per record, times the job's records), and never below what is done.
+/// `problems_total` is always exact.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     pub trajectories_done: usize,
@@ -49,6 +68,8 @@ pub struct Progress {
     pub problems_total: usize,
     pub tokens_done: usize,
     pub tokens_total: usize,
+    /// Whether the two totals above are exact (else estimates).
+    pub totals_exact: bool,
     /// Tokens that went through the model in this process (not resumed), for the rate.
     pub tokens_this_run: usize,
     pub elapsed_s: f64,
@@ -84,14 +105,16 @@ pub struct JobControl<'a> {
 }
 
 impl JobControl<'_> {
-    /// Tokens per batch for `backend`.
-    pub fn batch_budget(&self, backend: &dyn Backend) -> usize {
-        self.batch_tokens.unwrap_or_else(|| backend.batch_token_budget()).max(1)
+    /// Tokens per batch on `backends`: the smallest of their budgets, so that every worker can run every
+    /// batch and the batches do not depend on which one does.
+    pub fn batch_budget<'b>(&self, backends: impl IntoIterator<Item = &'b dyn Backend>) -> usize {
+        let own = || backends.into_iter().map(|b| b.batch_token_budget()).min().unwrap_or(16384);
+        self.batch_tokens.unwrap_or_else(own).max(1)
     }
     /// Tokens per chunk (the unit of the journal): a few batches, so batches stay full while a kill loses
     /// little work.
-    pub fn chunk_tokens(&self, backend: &dyn Backend) -> usize {
-        self.batch_budget(backend).saturating_mul(CHUNK_BATCHES)
+    pub fn chunk_tokens<'b>(&self, backends: impl IntoIterator<Item = &'b dyn Backend>) -> usize {
+        self.batch_budget(backends).saturating_mul(CHUNK_BATCHES)
     }
 }
 
@@ -109,13 +132,7 @@ pub fn parse_brier(s: &str) -> Result<BrierMode> {
     }
 }
 
-fn prepare(text: &TextPipeline, r: &Record, s: &ScoreSettings) -> Result<Prepared> {
-    text.trajectory(&r.messages, s.span, s.max_len).map_err(|e| {
-        LarkError::input(r.origin.to_string(), format!("problem {} candidate {}: {e}", r.problem_id, r.candidate_id))
-    })
-}
-
-/// Score every record of `pool`.
+/// Score every record of `pool` on one backend.
 pub fn score_pool(
     pool: &Pool,
     text: &TextPipeline,
@@ -127,241 +144,366 @@ pub fn score_pool(
     score_pool_with(pool, text, backend, settings, judge, JobControl::default(), progress)
 }
 
-/// Score the records of `pool` (those of `ctl.shard`), chunk by chunk of whole problems: consecutive
-/// problems in pool order until a chunk holds [`JobControl::chunk_tokens`] tokens. Each chunk is packed
-/// into batches (longest first) and, with a journal, appended to it when done; chunks an earlier attempt
-/// finished are read back instead. The chunks depend only on the pool, the settings and the batch budget,
-/// so a resumed run forms exactly the batches an uninterrupted one does.
+/// [`score_pool_on`] with one backend.
 pub fn score_pool_with(
     pool: &Pool,
     text: &TextPipeline,
     backend: &mut dyn Backend,
     settings: &ScoreSettings,
     judge: Option<&JudgeScores>,
-    mut ctl: JobControl<'_>,
+    ctl: JobControl<'_>,
+    progress: impl FnMut(&Progress),
+) -> Result<JobOutput> {
+    score_pool_on(pool, text, &mut [backend], settings, judge, ctl, progress)
+}
+
+/// Tokens the tokeniser may prepare ahead of the batches queued for the devices (at least a few chunks).
+/// Tokenising is far faster than scoring, so within seconds of the start it is this far ahead: a record
+/// that cannot be prepared (a chat template that rejects it) stops the run before the devices have done
+/// much, as when the whole pool was tokenised first, while the memory held stays bounded (≈ 4 bytes per
+/// token of ids, 256 MiB) however large the pool.
+const LOOKAHEAD_TOKENS: usize = 1 << 26;
+
+/// Batches in the queue or running per worker, beyond which no further chunk is queued: enough that no
+/// worker waits at a chunk's end, few enough that a stop leaves little queued.
+const QUEUED_PER_WORKER: usize = 2;
+
+/// Score the records of `pool` (those of `ctl.shard`) on `backends`, one worker thread each (several GPUs:
+/// one per device), chunk by chunk of whole problems: consecutive problems in pool order until a chunk
+/// holds [`JobControl::chunk_tokens`] tokens. A tokeniser thread prepares the records in pool order ahead
+/// of the devices and hands on each chunk, with its batches (longest first), as soon as it is complete;
+/// the batches go to one queue that every worker takes from; the results come back tagged with their chunk
+/// and batch and are put together here, on the caller's thread, in chunk order. Each chunk is appended to
+/// the journal when done (in order); chunks an earlier attempt finished are read back instead. The chunks
+/// and batches depend only on the pool, the settings and the batch budget (the smallest of the backends'),
+/// never on timing or on the number of workers, so a resumed run, or one on another number of devices,
+/// forms exactly the batches an uninterrupted one does and writes the same bytes.
+///
+/// `progress` is called on the caller's thread after every main-pass batch and every finished chunk.
+pub fn score_pool_on(
+    pool: &Pool,
+    text: &TextPipeline,
+    backends: &mut [&mut dyn Backend],
+    settings: &ScoreSettings,
+    judge: Option<&JudgeScores>,
+    ctl: JobControl<'_>,
     mut progress: impl FnMut(&Progress),
 ) -> Result<JobOutput> {
+    if backends.is_empty() {
+        return Err(LarkError::Backend("no backend to score on".into()));
+    }
     let t0 = Instant::now();
-    let stats_opts = StatsOptions {
-        topk_brier: match settings.brier {
-            BrierMode::TopK(k) => Some(k),
-            BrierMode::Exact => None,
-        },
-    };
-    let records = &pool.records;
     let groups: Vec<(i64, usize, usize)> =
         pool.groups.iter().copied().filter(|(pid, _, _)| ctl.shard.is_none_or(|s| s.owns(*pid))).collect();
-    // 1. Text: render, tokenise, find spans (CPU threads ahead of the model).
-    let mine: Vec<usize> = groups.iter().flat_map(|&(_, a, b)| a..b).collect();
-    let prepared: Vec<Option<Prepared>> = {
-        use rayon::prelude::*;
-        let mut v: Vec<Option<Prepared>> = vec![None; records.len()];
-        let done: Vec<Prepared> =
-            mine.par_iter().map(|&i| prepare(text, &records[i], settings)).collect::<Result<Vec<_>>>()?;
-        for (&i, p) in mine.iter().zip(done) {
-            v[i] = Some(p);
-        }
-        v
+    let budget = ctl.batch_budget(backends.iter().map(|b| &**b));
+    let plan = Plan {
+        pool,
+        text,
+        settings,
+        groups: &groups,
+        chunk_tokens: budget.saturating_mul(CHUNK_BATCHES),
+        budget,
+        max_seqs: ctl.max_seqs.unwrap_or(4096).max(1),
+        journaled: ctl.journal.as_ref().map(|j| j.chunk_numbers()).unwrap_or_default(),
     };
-    let ready_len = |i: usize| prepared[i].as_ref().and_then(|p| p.ready()).map(|t| t.score_to);
-    let tokens_total: usize = mine.iter().filter_map(|&i| ready_len(i)).sum();
-    let tokens_scored: usize =
-        mine.iter().filter_map(|&i| prepared[i].as_ref().and_then(|p| p.ready())).map(|t| t.n_scored()).sum();
-    let trajectories_total = mine.iter().filter(|&&i| ready_len(i).is_some()).count();
-
-    // 2. Chunks of whole problems.
-    let chunk_tokens = ctl.chunk_tokens(backend);
-    let budget = ctl.batch_budget(backend);
-    let max_seqs = ctl.max_seqs.unwrap_or(4096).max(1);
-    let mut chunks: Vec<(usize, usize)> = Vec::new(); // ranges of `groups`
-    let mut start = 0usize;
-    let mut acc = 0usize;
-    for (g, &(_, a, b)) in groups.iter().enumerate() {
-        acc += (a..b).filter_map(ready_len).sum::<usize>();
-        if acc >= chunk_tokens || g + 1 == groups.len() {
-            chunks.push((start, g + 1));
-            start = g + 1;
-            acc = 0;
-        }
-    }
-
-    let mut out: Vec<Indexed> = Vec::with_capacity(mine.len());
-    let mut p = Progress {
-        trajectories_done: 0,
-        trajectories_total,
-        problems_done: 0,
-        problems_total: groups.len(),
-        tokens_done: 0,
-        tokens_total,
-        tokens_this_run: 0,
-        elapsed_s: 0.0,
-    };
-    for (k, &(ga, gb)) in chunks.iter().enumerate() {
-        let idx: Vec<usize> = groups[ga..gb].iter().flat_map(|&(_, a, b)| a..b).collect();
-        let n_ready = idx.iter().filter(|&&i| ready_len(i).is_some()).count();
-        let tokens: usize = idx.iter().filter_map(|&i| ready_len(i)).sum();
-        if let Some(items) = ctl.journal.as_mut().and_then(|j| j.take_chunk(k, &idx)) {
-            out.extend(items);
-            p.trajectories_done += n_ready;
-            p.tokens_done += tokens;
-            p.problems_done += gb - ga;
-            p.elapsed_s = t0.elapsed().as_secs_f64();
-            progress(&p);
-            continue;
-        }
-        let items = score_chunk(
-            pool,
-            text,
-            backend,
-            settings,
-            judge,
-            &idx,
-            &prepared,
-            (budget, max_seqs),
-            &stats_opts,
-            |batch_n, batch_tokens| {
-                p.trajectories_done += batch_n;
-                p.tokens_done += batch_tokens;
-                p.tokens_this_run += batch_tokens;
-                p.elapsed_s = t0.elapsed().as_secs_f64();
-                progress(&p);
+    let (work_tx, work_rx) = mpsc::channel::<Work>();
+    let shared = Shared {
+        pool,
+        stats_opts: StatsOptions {
+            topk_brier: match settings.brier {
+                BrierMode::TopK(k) => Some(k),
+                BrierMode::Exact => None,
             },
-        )?;
-        if let Some(j) = ctl.journal.as_mut() {
-            j.append_chunk(k, &items)?;
+        },
+        rank_clip: settings.rank_clip,
+        queue: Mutex::new(work_rx),
+        stop: AtomicBool::new(false),
+    };
+    let (event_tx, event_rx) = mpsc::channel::<Event>();
+    let credits = Credits::default();
+    let n_workers = backends.len();
+    let mut co = Coordinator {
+        plan: &plan,
+        journal: ctl.journal,
+        judge,
+        n_workers,
+        ready: VecDeque::new(),
+        flights: VecDeque::new(),
+        outstanding: 0,
+        got_last: groups.is_empty(),
+        out: Vec::new(),
+        seen: Seen::default(),
+        records_total: groups.iter().map(|&(_, a, b)| b - a).sum(),
+        p: Progress {
+            trajectories_done: 0,
+            trajectories_total: 0,
+            problems_done: 0,
+            problems_total: groups.len(),
+            tokens_done: 0,
+            tokens_total: 0,
+            tokens_this_run: 0,
+            elapsed_s: 0.0,
+            totals_exact: groups.is_empty(),
+        },
+        t0,
+    };
+    std::thread::scope(|s| {
+        let (plan, shared, credits) = (&plan, &shared, &credits);
+        let tx = event_tx.clone();
+        s.spawn(move || tokenise(plan, credits, tx));
+        for b in backends.iter_mut() {
+            let tx = event_tx.clone();
+            s.spawn(move || work(&mut **b, shared, tx));
         }
-        out.extend(items);
-        p.problems_done += gb - ga;
-        p.elapsed_s = t0.elapsed().as_secs_f64();
-        progress(&p);
-    }
+        // Only the threads hold senders now: if they all stop, `recv` says so instead of waiting forever.
+        drop(event_tx);
+        // Stops the threads however `run` ends (queued batches are dropped, the tokeniser gives up); the
+        // queue and the event channel close as they go out of scope with it.
+        let _stop = StopOnDrop { stop: &shared.stop, credits };
+        // How far the tokeniser may run ahead of the queue (see LOOKAHEAD_TOKENS).
+        credits.give((LOOKAHEAD_TOKENS / plan.chunk_tokens.max(1)).max(n_workers + 2));
+        co.run(&event_rx, work_tx, credits, &mut progress)
+    })?;
 
-    // 3. Scores, problem by problem in pool order.
-    let cands: Vec<Candidate> = out.iter().map(|c| c.candidate.clone()).collect();
+    // Scores, problem by problem in pool order.
+    let cands: Vec<Candidate> = co.out.iter().map(|c| c.candidate.clone()).collect();
     let rows = score_all(&cands, &ScoreOptions { brier: settings.brier, seed: settings.seed });
     Ok(JobOutput {
         rows,
-        candidates: out,
-        tokens_forward: tokens_total,
-        tokens_scored,
+        candidates: co.out,
+        tokens_forward: co.seen.tokens,
+        tokens_scored: co.seen.n_scored,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
-/// The candidates of the records `idx` (one chunk): their batches through the model, then Local
-/// Naturalness when requested. `batch_done(trajectories, tokens)` after each batch.
-#[allow(clippy::too_many_arguments)]
-fn score_chunk(
-    pool: &Pool,
-    text: &TextPipeline,
-    backend: &mut dyn Backend,
-    settings: &ScoreSettings,
-    judge: Option<&JudgeScores>,
-    idx: &[usize],
-    prepared: &[Option<Prepared>],
-    (budget, max_seqs): (usize, usize),
-    stats_opts: &StatsOptions,
-    mut batch_done: impl FnMut(usize, usize),
-) -> Result<Vec<Indexed>> {
-    let records = &pool.records;
-    let ready: Vec<(usize, &Trajectory)> =
-        idx.iter().filter_map(|&i| prepared[i].as_ref().and_then(|p| p.ready()).map(|t| (i, t))).collect();
-    let lengths: Vec<usize> = ready.iter().map(|(_, t)| t.score_to).collect();
-    let mut stats: std::collections::HashMap<usize, TrajectoryStats> = std::collections::HashMap::new();
-    for batch in pack_by_length(&lengths, budget, max_seqs) {
-        let reqs: Vec<SeqRequest<'_>> = batch.iter().map(|&j| ready[j].1.request()).collect();
-        let out = backend.score(&reqs, stats_opts).map_err(|e| {
-            let (i, _) = ready[batch[0]];
-            LarkError::Backend(format!("scoring a batch starting with {} failed: {e}", records[i].origin))
-        })?;
-        let mut tokens = 0usize;
-        for (&j, toks) in batch.iter().zip(out) {
-            let (i, t) = ready[j];
-            if toks.len() != t.n_scored() {
-                return Err(LarkError::Backend(format!(
-                    "backend returned {} statistics for {} scored tokens ({})",
-                    toks.len(),
-                    t.n_scored(),
-                    records[i].origin
-                )));
-            }
-            stats.insert(i, TrajectoryStats::from_tokens(&toks, settings.rank_clip));
-            tokens += t.score_to;
-        }
-        batch_done(batch.len(), tokens);
+/// The tokeniser thread: chunks to the coordinator in order, each after taking a credit (so it runs at
+/// most the credits given ahead of the queue, bounding the memory of tokenised text).
+fn tokenise(plan: &Plan<'_>, credits: &Credits, events: Sender<Event>) {
+    let r = catch_unwind(AssertUnwindSafe(|| plan.produce(|c| credits.take() && events.send(Event::Chunk(c)).is_ok())));
+    if r.is_err() {
+        let _ = events.send(Event::Chunk(Err(LarkError::Other("tokenising the pool panicked".into()))));
     }
-    // Local Naturalness (opt-in): one extra pass per step window.
-    let local: Option<Vec<f64>> = if settings.scorers.contains(&Scorer::LocalNaturalness) {
-        Some(local_naturalness(pool, idx, text, backend, settings, (budget, max_seqs))?)
-    } else {
-        None
-    };
-    Ok(idx
-        .iter()
-        .enumerate()
-        .map(|(n, &i)| {
-            let r = &records[i];
-            let outcome = match (&prepared[i], stats.get(&i)) {
-                (Some(Prepared::Ready(t)), Some(s)) => Outcome::Scored { stats: *s, truncated: t.truncated },
-                (Some(Prepared::Skipped(why)), _) => Outcome::Skipped(why.to_string()),
-                _ => unreachable!("every record of the chunk was prepared and every ready one scored above"),
-            };
-            Indexed {
-                index: i,
-                candidate: Candidate {
-                    problem_id: r.problem_id,
-                    candidate_id: r.candidate_id,
-                    teacher: r.teacher.clone(),
-                    outcome,
-                    text: TextFeatures::from_text(r.assistant_content()),
-                    local_naturalness: local.as_ref().map(|l| l[n]),
-                    llm_judge: judge.map(|j| j.get(r.problem_id, r.candidate_id).unwrap_or(f64::NAN)),
-                },
-            }
-        })
-        .collect())
 }
 
-/// Local Naturalness for the records `idx` (NaN where no step could be scored): each step is scored with the
-/// prompt (with generation prompt) and at most m previous steps as context. Windows of all these records
-/// are packed together, so shared batching amortises the (m+1)× cost.
-fn local_naturalness(
-    pool: &Pool,
-    idx: &[usize],
-    text: &TextPipeline,
-    backend: &mut dyn Backend,
-    s: &ScoreSettings,
-    (budget, max_seqs): (usize, usize),
-) -> Result<Vec<f64>> {
-    struct Window {
-        record: usize,
-        ids: Vec<u32>,
-        from: usize,
-    }
-    let mut windows: Vec<Window> = Vec::new();
-    for (i, &ri) in idx.iter().enumerate() {
-        let r = &pool.records[ri];
-        let prompt = text.render(&without_assistant(&r.messages), true)?;
-        for w in step_windows(&prompt, r.assistant_content(), s.local_m) {
-            let ctx = text.encode(&w.context)?;
-            let mut full = text.encode(&w.full())?;
-            full.truncate(s.max_len);
-            // Tokens of the step: those after the context's length (positional, as for the turn span).
-            if !ctx.is_empty() && ctx.len() < full.len() {
-                windows.push(Window { record: i, ids: full, from: ctx.len() });
+/// What the tokeniser has handed on so far (the progress totals are extrapolated from it until the last
+/// chunk is in).
+#[derive(Default)]
+struct Seen {
+    records: usize,
+    trajectories: usize,
+    tokens: usize,
+    n_scored: usize,
+}
+
+/// A chunk between being queued and being finished.
+struct Flight {
+    chunk: Arc<Chunk>,
+    /// Read back from the journal instead of scored.
+    resumed: Option<Vec<Indexed>>,
+    main: Vec<Option<Vec<TrajectoryStats>>>,
+    local: Vec<Option<Vec<(f64, usize)>>>,
+    /// Batches still out.
+    left: usize,
+}
+
+/// The caller's side of a job: queues chunks' batches, collects results, finishes chunks in order.
+struct Coordinator<'a, 'j> {
+    plan: &'a Plan<'a>,
+    journal: Option<&'j mut Journal>,
+    judge: Option<&'a JudgeScores>,
+    n_workers: usize,
+    /// Chunks from the tokeniser not yet queued.
+    ready: VecDeque<Chunk>,
+    /// Queued chunks, in chunk order (the front is the next to finish).
+    flights: VecDeque<Flight>,
+    /// Batches queued or running.
+    outstanding: usize,
+    /// The last chunk has come from the tokeniser.
+    got_last: bool,
+    out: Vec<Indexed>,
+    seen: Seen,
+    records_total: usize,
+    p: Progress,
+    t0: Instant,
+}
+
+impl Coordinator<'_, '_> {
+    /// Until every chunk is finished or something fails. Takes the queue's sender: when this returns, the
+    /// queue closes and idle workers end.
+    fn run(
+        &mut self,
+        events: &Receiver<Event>,
+        queue: Sender<Work>,
+        credits: &Credits,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<()> {
+        loop {
+            while self.flights.is_empty() || self.outstanding < QUEUED_PER_WORKER * self.n_workers {
+                let Some(c) = self.ready.pop_front() else { break };
+                self.admit(c, &queue)?;
+                credits.give(1);
+            }
+            while self.flights.front().is_some_and(|f| f.left == 0) {
+                self.finish_front(progress)?;
+            }
+            if self.got_last && self.ready.is_empty() && self.flights.is_empty() {
+                return Ok(());
+            }
+            let ev = events.recv().map_err(|_| {
+                LarkError::Backend("the job's tokeniser and workers stopped before the job was done".into())
+            })?;
+            match ev {
+                Event::Chunk(c) => {
+                    let c = c?;
+                    self.seen.records += c.idx.len();
+                    self.seen.trajectories += c.ready.len();
+                    self.seen.tokens += c.tokens;
+                    self.seen.n_scored += c.n_scored;
+                    self.got_last |= c.last;
+                    self.update_totals();
+                    self.ready.push_back(c);
+                }
+                Event::Batch { k, pass, batch, out } => {
+                    let out = out?;
+                    self.outstanding -= 1;
+                    let first = self.flights.front().map_or(0, |f| f.chunk.k);
+                    let f = &mut self.flights[k - first];
+                    f.left -= 1;
+                    match (pass, out) {
+                        (Pass::Main, BatchOut::Main(v)) => {
+                            let tokens = f.chunk.batch_tokens(batch);
+                            f.main[batch] = Some(v);
+                            self.p.trajectories_done += f.chunk.batches[batch].len();
+                            self.p.tokens_done += tokens;
+                            self.p.tokens_this_run += tokens;
+                            self.p.elapsed_s = self.t0.elapsed().as_secs_f64();
+                            progress(&self.p);
+                        }
+                        (Pass::Local, BatchOut::Local(v)) => f.local[batch] = Some(v),
+                        _ => unreachable!("a worker answers each pass with its own kind of result"),
+                    }
+                }
             }
         }
     }
-    let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
-    let mut per_step: Vec<Vec<(f64, usize)>> = vec![Vec::new(); idx.len()];
-    for batch in pack_by_length(&lengths, budget, max_seqs) {
-        let reqs: Vec<SeqRequest<'_>> =
-            batch.iter().map(|&j| SeqRequest { ids: &windows[j].ids, score_from: windows[j].from }).collect();
-        let out = backend.score(&reqs, &StatsOptions::default())?;
-        for (&j, toks) in batch.iter().zip(out) {
-            let sum: f64 = toks.iter().map(|t| t.logprob as f64).sum();
-            per_step[windows[j].record].push((sum, toks.len()));
-        }
+
+    /// Progress totals: exact once the last chunk is in; before that, what has been tokenised scaled by the
+    /// share of records it covers.
+    fn update_totals(&mut self) {
+        let s = &self.seen;
+        let scale = |x: usize| -> usize {
+            if self.got_last || s.records == 0 {
+                x
+            } else {
+                ((x as u128 * self.records_total as u128) / s.records as u128) as usize
+            }
+        };
+        self.p.trajectories_total = scale(s.trajectories).max(self.p.trajectories_done);
+        self.p.tokens_total = scale(s.tokens).max(self.p.tokens_done);
+        self.p.totals_exact = self.got_last;
     }
-    Ok(per_step.iter().map(|steps| combine(steps)).collect())
+
+    /// Queue chunk `c`'s batches (or take it from the journal).
+    fn admit(&mut self, mut c: Chunk, queue: &Sender<Work>) -> Result<()> {
+        if let Some(items) = self.journal.as_mut().and_then(|j| j.take_chunk(c.k, &c.idx)) {
+            let chunk = Arc::new(c);
+            self.flights.push_back(Flight { chunk, resumed: Some(items), main: vec![], local: vec![], left: 0 });
+            return Ok(());
+        }
+        self.plan.ensure_local(&mut c)?;
+        let n_main = c.batches.len();
+        let n_local = c.local.as_ref().map_or(0, |l| l.batches.len());
+        let chunk = Arc::new(c);
+        let passes = (0..n_main).map(|b| (Pass::Main, b)).chain((0..n_local).map(|b| (Pass::Local, b)));
+        for (pass, batch) in passes {
+            queue
+                .send(Work { chunk: chunk.clone(), pass, batch })
+                .map_err(|_| LarkError::Backend("every worker of the job stopped".into()))?;
+        }
+        self.outstanding += n_main + n_local;
+        self.flights.push_back(Flight {
+            chunk,
+            resumed: None,
+            main: vec![None; n_main],
+            local: vec![None; n_local],
+            left: n_main + n_local,
+        });
+        Ok(())
+    }
+
+    /// The front chunk is complete: its candidates, into the journal and the output.
+    fn finish_front(&mut self, progress: &mut impl FnMut(&Progress)) -> Result<()> {
+        let f = self.flights.pop_front().expect("called with a complete front chunk");
+        let c = &f.chunk;
+        let items = match f.resumed {
+            Some(items) => {
+                self.p.trajectories_done += c.ready.len();
+                self.p.tokens_done += c.tokens;
+                items
+            }
+            None => {
+                let items = self.candidates(c, f.main, f.local);
+                if let Some(j) = self.journal.as_mut() {
+                    j.append_chunk(c.k, &items)?;
+                }
+                items
+            }
+        };
+        self.out.extend(items);
+        self.p.problems_done += c.n_problems;
+        self.p.elapsed_s = self.t0.elapsed().as_secs_f64();
+        progress(&self.p);
+        Ok(())
+    }
+
+    /// The candidates of a scored chunk, in pool order.
+    fn candidates(
+        &self,
+        c: &Chunk,
+        main: Vec<Option<Vec<TrajectoryStats>>>,
+        local: Vec<Option<Vec<(f64, usize)>>>,
+    ) -> Vec<Indexed> {
+        let records = &self.plan.pool.records;
+        let mut stats: Vec<Option<TrajectoryStats>> = vec![None; c.idx.len()];
+        for (batch, v) in c.batches.iter().zip(main) {
+            for (&j, s) in batch.iter().zip(v.expect("every batch of a complete chunk came back")) {
+                stats[c.ready[j]] = Some(s);
+            }
+        }
+        // Local Naturalness: each record's steps in window order (batches in order, then within a batch).
+        let ln: Option<Vec<f64>> = c.local.as_ref().map(|l| {
+            let mut per_step: Vec<Vec<(f64, usize)>> = vec![Vec::new(); c.idx.len()];
+            for (batch, v) in l.batches.iter().zip(local) {
+                for (&j, x) in batch.iter().zip(v.expect("every batch of a complete chunk came back")) {
+                    per_step[l.windows[j].record].push(x);
+                }
+            }
+            per_step.iter().map(|steps| combine(steps)).collect()
+        });
+        c.idx
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                let r = &records[i];
+                let outcome = match (&c.prepared[n], stats[n]) {
+                    (Prepared::Ready(t), Some(s)) => Outcome::Scored { stats: s, truncated: t.truncated },
+                    (Prepared::Skipped(why), _) => Outcome::Skipped(why.to_string()),
+                    (Prepared::Ready(_), None) => unreachable!("every ready record is in one batch"),
+                };
+                Indexed {
+                    index: i,
+                    candidate: Candidate {
+                        problem_id: r.problem_id,
+                        candidate_id: r.candidate_id,
+                        teacher: r.teacher.clone(),
+                        outcome,
+                        text: TextFeatures::from_text(r.assistant_content()),
+                        local_naturalness: ln.as_ref().map(|l| l[n]),
+                        llm_judge: self.judge.map(|j| j.get(r.problem_id, r.candidate_id).unwrap_or(f64::NAN)),
+                    },
+                }
+            })
+            .collect()
+    }
 }

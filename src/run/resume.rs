@@ -1,12 +1,13 @@
 //! Resuming a killed run: the journal `OUT/partial/`.
 //!
 //! A job is cut into *chunks* of whole problems (consecutive in pool order, a few batches of tokens each;
-//! see `job.rs`). After a chunk has gone through the model, every one of its candidates (per-trajectory
-//! statistics, outcome, text features, Local Naturalness, judge score) is appended to
-//! `partial/journal.jsonl` as ONE line and the file is flushed and fsync'ed. A problem is therefore either
-//! completely in the journal or not at all. `partial/manifest.json` records everything that changes the
-//! numbers (model, tokenizer and pool fingerprints, settings, judge file, shard, batch/chunk budgets): a
-//! resume whose manifest differs is refused, naming the fields.
+//! see `schedule::Chunker`). After a chunk has gone through the model, every one of its candidates
+//! (per-trajectory statistics, outcome, text features, Local Naturalness, judge score) is appended to
+//! `partial/journal.jsonl` as ONE line and the file is flushed and fsync'ed; chunks are appended in order
+//! even when several devices finish them out of order. A problem is therefore either completely in the
+//! journal or not at all. `partial/manifest.json` records everything that changes the numbers (model,
+//! tokenizer and pool fingerprints, settings, judge file, shard, batch/chunk budgets; not the number of
+//! devices, which changes none): a resume whose manifest differs is refused, naming the fields.
 //!
 //! On `--resume` the journal is read back, a torn last line (kill -9 during a write) is cut off, and the
 //! chunks found are not recomputed. Numbers are stored exactly (finite f64 in shortest round-trip form,
@@ -212,6 +213,11 @@ impl Journal {
     /// Number of chunks read back from an earlier attempt.
     pub fn resumed_chunks(&self) -> usize {
         self.done.len()
+    }
+
+    /// The numbers of the chunks read back from an earlier attempt (and not taken yet).
+    pub fn chunk_numbers(&self) -> std::collections::BTreeSet<usize> {
+        self.done.keys().copied().collect()
     }
 
     /// The candidates of chunk `k` if an earlier attempt finished it and it holds exactly the records

@@ -1,5 +1,11 @@
 //! Packing trajectories into variable-length batches: sorted by length (longest first, so memory trouble
-//! shows at once and the tail of the run is short work), filled greedily up to a token budget, no padding.
+//! shows at once and the tail of the run is short work), filled greedily up to a token budget, no padding;
+//! cutting a job into chunks of whole problems ([`Chunker`]); and running a batch so that running out of
+//! device memory splits it instead of failing ([`score_splitting`]).
+
+use crate::backend::{Backend, SeqRequest};
+use crate::error::LarkError;
+use crate::stats::{StatsOptions, TokenStats};
 
 /// Indices of `lengths` grouped into batches of at most `token_budget` tokens (a trajectory longer than
 /// the budget gets a batch of its own) and at most `max_seqs` sequences. Deterministic: ties in length keep
@@ -23,6 +29,66 @@ pub fn pack_by_length(lengths: &[usize], token_budget: usize, max_seqs: usize) -
         batches.push(current);
     }
     batches
+}
+
+/// Where a job's chunks end: consecutive problems in pool order until a chunk holds `chunk_tokens` tokens,
+/// and the last problem. Fed one problem at a time (its ready trajectories' token count), so the chunks can
+/// be cut while the pool is still being tokenised and are the same whatever the tokenisation's pace: they
+/// depend only on the pool, the settings and the budget, which is what a resumed run relies on.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    chunk_tokens: usize,
+    acc: usize,
+}
+
+impl Chunker {
+    pub fn new(chunk_tokens: usize) -> Chunker {
+        Chunker { chunk_tokens, acc: 0 }
+    }
+    /// Add a problem of `tokens` tokens; true when the chunk ends after it (`last`: the job's last problem).
+    pub fn push(&mut self, tokens: usize, last: bool) -> bool {
+        self.acc += tokens;
+        if self.acc >= self.chunk_tokens || last {
+            self.acc = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// A batch that could not be scored: `seq` is the position (in the batch given to [`score_splitting`]) of
+/// the sequence it failed on — the one that did not fit alone when `error` is `OutOfMemory`, the first of
+/// the failing part otherwise.
+#[derive(Debug)]
+pub struct SplitFailure {
+    pub seq: usize,
+    pub error: LarkError,
+}
+
+/// `backend.score(batch)`, except that when the device runs out of memory the batch is split in two halves
+/// (by sequence; the first holds the longer ones, batches being sorted longest first) and each is retried
+/// the same way. Nothing is dropped and nothing is made up: a single sequence that does not fit is a
+/// failure naming it. The backend must stay usable after an `OutOfMemory` (the CUDA backend frees a
+/// workspace before growing it, so a failed growth leaves it empty, not half-built). The per-sequence
+/// numbers equal the unsplit batch's wherever the backend's numbers do not depend on a sequence's batch
+/// companions (the CPU job scores one sequence per batch; on a GPU they agree to rounding).
+pub fn score_splitting(
+    backend: &mut dyn Backend,
+    batch: &[SeqRequest<'_>],
+    opts: &StatsOptions,
+) -> std::result::Result<Vec<Vec<TokenStats>>, SplitFailure> {
+    match backend.score(batch, opts) {
+        Ok(v) => Ok(v),
+        Err(LarkError::OutOfMemory { .. }) if batch.len() > 1 => {
+            let mid = batch.len() / 2;
+            let mut out = score_splitting(backend, &batch[..mid], opts)?;
+            let rest =
+                score_splitting(backend, &batch[mid..], opts).map_err(|f| SplitFailure { seq: f.seq + mid, ..f })?;
+            out.extend(rest);
+            Ok(out)
+        }
+        Err(error) => Err(SplitFailure { seq: 0, error }),
+    }
 }
 
 #[cfg(test)]
@@ -49,5 +115,65 @@ mod tests {
     fn respects_max_seqs() {
         let b = pack_by_length(&[1; 10], 1000, 3);
         assert_eq!(b.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+    }
+
+    #[test]
+    fn chunker_cuts_after_the_budget_and_at_the_end() {
+        let mut c = Chunker::new(10);
+        let ends: Vec<bool> = [4, 5, 1, 20, 0, 3].iter().enumerate().map(|(i, &t)| c.push(t, i == 5)).collect();
+        assert_eq!(ends, vec![false, false, true, true, false, true]);
+    }
+
+    /// Per-token numbers that depend only on the sequence; OOM above `limit` tokens per call.
+    struct Tight {
+        limit: usize,
+        calls: Vec<usize>,
+    }
+    impl Backend for Tight {
+        fn describe(&self) -> String {
+            "tight".into()
+        }
+        fn score(&mut self, batch: &[SeqRequest<'_>], _: &StatsOptions) -> crate::error::Result<Vec<Vec<TokenStats>>> {
+            let tokens: usize = batch.iter().map(|s| s.ids.len()).sum();
+            self.calls.push(batch.len());
+            if tokens > self.limit {
+                return Err(LarkError::OutOfMemory { device: "tight".into(), bytes: tokens * 1000 });
+            }
+            Ok(batch
+                .iter()
+                .map(|s| {
+                    (s.score_from..s.ids.len())
+                        .map(|t| TokenStats { logprob: -(s.ids[t] as f32), rank: t as u32, ..Default::default() })
+                        .collect()
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn out_of_memory_splits_until_it_fits_and_names_what_never_does() {
+        let seqs: Vec<Vec<u32>> = [9usize, 7, 6, 3, 2, 2, 1].iter().map(|&n| (0..n as u32 + 1).collect()).collect();
+        let reqs: Vec<SeqRequest<'_>> = seqs.iter().map(|ids| SeqRequest { ids, score_from: 1 }).collect();
+        let opts = StatsOptions::default();
+        let want = Tight { limit: usize::MAX, calls: vec![] }.score(&reqs, &opts).unwrap();
+        let mut b = Tight { limit: 12, calls: vec![] };
+        let got = score_splitting(&mut b, &reqs, &opts).unwrap();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        assert!(b.calls.len() > 3 && b.calls[0] == 7, "{:?}", b.calls);
+        // The longest sequence (10 tokens) does not fit even alone: a failure naming it.
+        let mut b = Tight { limit: 9, calls: vec![] };
+        let f = score_splitting(&mut b, &reqs, &opts).unwrap_err();
+        assert_eq!(f.seq, 0);
+        assert!(matches!(f.error, LarkError::OutOfMemory { .. }));
+        // Without it every other one does, the backend being used again after each OOM.
+        let mut b = Tight { limit: 9, calls: vec![] };
+        let f = score_splitting(&mut b, &reqs[1..], &opts).unwrap();
+        assert_eq!(f.len(), 6);
+        // A failing sequence further in is named by its position in the whole batch.
+        let long: Vec<u32> = (0..30).collect();
+        let mut with_long = reqs.clone();
+        with_long[5] = SeqRequest { ids: &long, score_from: 1 };
+        let f = score_splitting(&mut Tight { limit: 12, calls: vec![] }, &with_long[1..], &opts).unwrap_err();
+        assert_eq!(f.seq, 4);
     }
 }

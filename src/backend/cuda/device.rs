@@ -207,14 +207,27 @@ impl Gpu {
         cu(self.ctx.mem_get_info(), "cuMemGetInfo")
     }
 
+    /// An allocation's result: the driver's out-of-memory becomes [`LarkError::OutOfMemory`] (a scoring job
+    /// splits the batch and retries), anything else a backend error.
+    fn alloc_result<T>(&self, r: std::result::Result<T, DriverError>, bytes: usize, what: &str) -> Result<T> {
+        match r {
+            Err(DriverError(sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY)) => {
+                Err(LarkError::OutOfMemory { device: format!("cuda:{}", self.info.ordinal), bytes })
+            }
+            r => cu(r, &format!("{what} {bytes} bytes")),
+        }
+    }
+
     /// An uninitialised device buffer of `n` elements (at least one, so a pointer is always valid).
     pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        let bytes = n.max(1) * std::mem::size_of::<T>();
         // SAFETY: the contents are unset; every user writes before reading (the selftest poisons them).
-        cu(unsafe { self.stream.alloc::<T>(n.max(1)) }, &format!("allocating {} bytes", n * std::mem::size_of::<T>()))
+        self.alloc_result(unsafe { self.stream.alloc::<T>(n.max(1)) }, bytes, "allocating")
     }
 
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
-        cu(self.stream.alloc_zeros::<T>(n.max(1)), "allocating zeroed memory")
+        let bytes = n.max(1) * std::mem::size_of::<T>();
+        self.alloc_result(self.stream.alloc_zeros::<T>(n.max(1)), bytes, "allocating zeroed")
     }
 
     /// A device copy of `data` (a one-element placeholder when empty).
@@ -222,7 +235,7 @@ impl Gpu {
         if data.is_empty() {
             return self.upload(&[T::default()]);
         }
-        cu(self.stream.clone_htod(data), "host-to-device copy")
+        self.alloc_result(self.stream.clone_htod(data), std::mem::size_of_val(data), "copying to the device")
     }
 
     /// Overwrite the start of `dst` with `data`.

@@ -368,7 +368,17 @@ impl<E: Exec> Forward<E> {
                 tokens += batch[end].ids.len();
                 end += 1;
             }
-            out.extend(self.score_group(gpu, &batch[start..end], opts)?);
+            match self.score_group(gpu, &batch[start..end], opts) {
+                Ok(stats) => out.extend(stats),
+                Err(e) => {
+                    // After an out-of-memory error the caller retries smaller batches: free every workspace
+                    // (they only grow) so that the retry starts from the weights alone.
+                    if matches!(e, LarkError::OutOfMemory { .. }) {
+                        self.ws = Workspace::new();
+                    }
+                    return Err(e);
+                }
+            }
             start = end;
         }
         Ok(out)

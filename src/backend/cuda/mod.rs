@@ -90,6 +90,9 @@ impl Backend for CudaBackend {
     }
 
     fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {
+        // A job's worker may call this from a thread other than the one that opened the device: cudarc binds
+        // the context for its own calls, but cuBLAS needs it current already.
+        self.gpu.ctx.bind_to_thread().map_err(|e| LarkError::Backend(format!("binding the CUDA context: {e}")))?;
         let out = self.forward.score(&self.gpu, batch, opts);
         self.note_memory();
         out

@@ -516,7 +516,7 @@ fn rope_config_llama3(d: usize) -> ModelConfig {
 }
 
 fn rope_cases(r: &mut Runner<'_>) {
-    let cases = vec![
+    let cases = [
         RopeCase { heads: 9, kv: 3, d: 64, bias: true, lens: vec![1, 17, 300], far: 0, config: rope_config_default },
         RopeCase { heads: 12, kv: 2, d: 128, bias: true, lens: vec![65], far: 64, config: rope_config_default },
         RopeCase { heads: 24, kv: 8, d: 128, bias: false, lens: vec![7, 100], far: 32, config: rope_config_llama3 },
