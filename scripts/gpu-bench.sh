@@ -12,17 +12,19 @@ presets="${PRESETS:-qwen2.5-1.5b llama-3.2-3b qwen2.5-7b}"
 tiles="${TILES:-64 128}"
 tokens="${TOKENS:-150000}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+# Per preset: lark (each tile), then its HF baseline when the preset is in $HF_PRESETS, so that a call cut short
+# still has matched pairs.
 for p in $presets; do
     for tile in $tiles; do
         echo "== $p, query tile $tile"
         LARK_ATTENTION_QUERY_TILE=$tile timeout "${STEP_CAP:-150}" "$bin" bench --preset "$p" --random-weights \
             --device cuda --lengths rsr --tokens "$tokens" --repeats 2 --json 2>>"$OUT/bench.log" | tee -a "$OUT/bench.jsonl"
     done
-done
-for p in ${HF_PRESETS:-}; do
-    echo "== HF $p"
-    timeout "${STEP_CAP:-150}" python3 bench/compare_hf.py --preset "$p" --lengths rsr --tokens "$tokens" 2>>"$OUT/bench.log" \
-        | tee -a "$OUT/hf.txt"
+    if [[ " ${HF_PRESETS:-} " == *" $p "* ]]; then
+        echo "== HF $p"
+        PYTHONUNBUFFERED=1 timeout "${STEP_CAP:-150}" python3 bench/compare_hf.py --preset "$p" --lengths rsr \
+            --tokens "$tokens" 2>>"$OUT/bench.log" | tee -a "$OUT/hf.txt"
+    fi
 done
 python3 - "$OUT/bench.jsonl" <<'PY'
 import json, sys
