@@ -98,7 +98,8 @@ impl LarkModel {
         }
     }
 
-    /// Run `reqs` through the backend in the CLI's length-packed batches; statistics come back in `reqs` order.
+    /// Run `reqs` through the backend in the CLI's length-packed batches (a batch that runs out of device memory
+    /// is split and retried, as in a scoring job); statistics come back in `reqs` order.
     fn score(&self, reqs: &[SeqRequest<'_>]) -> FfiResult<Vec<Vec<TokenStats>>> {
         let mut backend = self.backend.lock().map_err(|_| {
             FfiError::new(super::status::LARK_ERR_PANIC, "the model is unusable after an internal error; free it")
@@ -108,7 +109,15 @@ impl LarkModel {
         let mut out: Vec<Vec<TokenStats>> = vec![Vec::new(); reqs.len()];
         for batch in pack_by_length(&lengths, backend.batch_token_budget(), self.max_seqs) {
             let sub: Vec<SeqRequest<'_>> = batch.iter().map(|&i| reqs[i]).collect();
-            let toks = backend.score(&sub, &opts)?;
+            let toks =
+                crate::run::schedule::score_splitting(&mut **backend, &sub, &opts).map_err(|f| match f.error {
+                    e @ LarkError::OutOfMemory { .. } => LarkError::Backend(format!(
+                        "sequence {} ({} tokens) does not fit in device memory even alone: {e}",
+                        batch[f.seq],
+                        sub[f.seq].ids.len()
+                    )),
+                    e => e,
+                })?;
             for (&i, t) in batch.iter().zip(toks) {
                 if t.len() != reqs[i].n_scored() {
                     return Err(LarkError::Backend(format!(
