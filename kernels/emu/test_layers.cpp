@@ -24,6 +24,7 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 #include <unistd.h>
 #include <random>
 #include <vector>
+#include <type_traits>
 #include "../common.cuh"
 #include "../embedding.cu"
 #include "../norm.cu"
@@ -74,6 +75,17 @@ static void test_embedding(int T, int H, int V) {
     printf("embedding T=%d H=%d V=%d ok\n", T, H, V);
 }
 
+// Activation element access for the two instantiations of each kernel (bf16: the fast path; float: --precision fp32).
+static float tof(bf16 v) { return __bfloat162float(v); }
+static float tof(float v) { return v; }
+template <class A> static A act(float v);
+template <> bf16 act<bf16>(float v) { return __float2bfloat16(v); }
+template <> float act<float>(float v) { return v; }
+// Bound and label per activation type: one bf16 rounding of the output, or fp32 arithmetic only.
+template <class A> static double tol() { return std::is_same<A, bf16>::value ? 4e-3 : 1e-6; }
+template <class A> static const char* tag() { return std::is_same<A, bf16>::value ? "" : "_f32"; }
+
+template <class Y>
 static void test_norm(int T, int H, bool delta_on, bool bias_on, int gather, float eps) {
     float* x = guarded<float>((size_t)T * H);
     bf16* delta = guarded<bf16>((size_t)T * H);
@@ -81,14 +93,18 @@ static void test_norm(int T, int H, bool delta_on, bool bias_on, int gather, flo
     float* w = guarded<float>(H);
     int n = gather ? gather : T;
     int* rows = guarded<int>(n);
-    bf16* y = guarded<bf16>((size_t)n * H);
+    Y* y = guarded<Y>((size_t)n * H);
     std::vector<float> x0((size_t)T * H);
     for (size_t i = 0; i < (size_t)T * H; ++i) { x[i] = x0[i] = U(4); delta[i] = __float2bfloat16(U(2)); }
     for (int j = 0; j < H; ++j) { bias[j] = U(0.5); w[j] = 1 + U(0.3); }
     for (int r = 0; r < n; ++r) rows[r] = gather ? (int)(rng() % T) : r;
     int write_x = gather ? 0 : 1;
     emu::launch(dim3{(unsigned)n}, dim3{256}, [&] {
-        rmsnorm_residual_bf16(x, delta_on ? delta : nullptr, bias_on ? bias : nullptr, w, y, gather ? rows : nullptr, n, H, eps, write_x);
+        const bf16* d = delta_on ? delta : nullptr;
+        const float* b = bias_on ? bias : nullptr;
+        const int* rw = gather ? rows : nullptr;
+        if constexpr (std::is_same<Y, bf16>::value) rmsnorm_residual_bf16(x, d, b, w, y, rw, n, H, eps, write_x);
+        else rmsnorm_residual_f32(x, d, b, w, y, rw, n, H, eps, write_x);
     });
     std::vector<double> gy, wy;
     for (int r = 0; r < n; ++r) {
@@ -104,147 +120,73 @@ static void test_norm(int T, int H, bool delta_on, bool bias_on, int gather, flo
             else CHECK(x[(size_t)i * H + j] == x0[(size_t)i * H + j], "norm x touched");
         }
         double inv = 1 / std::sqrt(ss / H + eps);
-        for (int j = 0; j < H; ++j) { wy.push_back(v[j] * inv * w[j]); gy.push_back(__bfloat162float(y[(size_t)r * H + j])); }
+        for (int j = 0; j < H; ++j) { wy.push_back(v[j] * inv * w[j]); gy.push_back(tof(y[(size_t)r * H + j])); }
     }
     double e = relerr(gy, wy);
-    CHECK(e < 4e-3, "norm T=%d H=%d rel %g", T, H, e);
-    printf("rmsnorm T=%d H=%d delta=%d bias=%d gather=%d rel=%.2e\n", T, H, delta_on, bias_on, gather, e);
+    CHECK(e < tol<Y>(), "norm%s T=%d H=%d rel %g", tag<Y>(), T, H, e);
+    printf("rmsnorm%s T=%d H=%d delta=%d bias=%d gather=%d rel=%.2e\n", tag<Y>(), T, H, delta_on, bias_on, gather, e);
 }
 
+template <class A>
 static void test_rope(std::vector<int> pos, int H, int Hkv, int D, bool bias_on, double theta) {
     int T = pos.size(), W = (H + 2 * Hkv) * D, half = D / 2;
-    bf16* qkv = guarded<bf16>((size_t)T * W);
+    A* qkv = guarded<A>((size_t)T * W);
     float* bias = guarded<float>(W);
     int* p = guarded<int>(T);
     float* inv = guarded<float>(half);
-    bf16* q = guarded<bf16>((size_t)T * H * D);
-    bf16* k = guarded<bf16>((size_t)T * Hkv * D);
-    bf16* v = guarded<bf16>((size_t)T * Hkv * D);
-    for (size_t i = 0; i < (size_t)T * W; ++i) qkv[i] = __float2bfloat16(U(3));
+    A* q = guarded<A>((size_t)T * H * D);
+    A* k = guarded<A>((size_t)T * Hkv * D);
+    A* v = guarded<A>((size_t)T * Hkv * D);
+    for (size_t i = 0; i < (size_t)T * W; ++i) qkv[i] = act<A>(U(3));
     for (int j = 0; j < W; ++j) bias[j] = U(0.5);
     for (int t = 0; t < T; ++t) p[t] = pos[t];
     for (int i = 0; i < half; ++i) inv[i] = (float)(1.0 / std::pow(theta, 2.0 * i / D));
-    emu::launch(dim3{(unsigned)T}, dim3{128}, [&] { rope_qkv_split_bf16(qkv, bias_on ? bias : nullptr, p, inv, q, k, v, T, H, Hkv, D); });
-    std::vector<double> got, want;
-    for (int t = 0; t < T; ++t) {
-        auto a = [&](int c) { return (double)__bfloat162float(qkv[(size_t)t * W + c]) + (bias_on ? bias[c] : 0.0); };
-        for (int h = 0; h < H + Hkv; ++h)
-            for (int i = 0; i < half; ++i) {
-                double ang = (double)((float)pos[t] * inv[i]);
-                double x0 = a(h * D + i), x1 = a(h * D + i + half);
-                bf16* dst = h < H ? q + ((size_t)t * H + h) * D : k + ((size_t)t * Hkv + h - H) * D;
-                want.push_back(x0 * std::cos(ang) - x1 * std::sin(ang)); got.push_back(__bfloat162float(dst[i]));
-                want.push_back(x1 * std::cos(ang) + x0 * std::sin(ang)); got.push_back(__bfloat162float(dst[i + half]));
-            }
-        for (int j = 0; j < Hkv * D; ++j) { want.push_back(a((H + Hkv) * D + j)); got.push_back(__bfloat162float(v[(size_t)t * Hkv * D + j])); }
-    }
-    double e = relerr(got, want);
-    CHECK(e < 4e-3, "rope rel %g", e);
-    printf("rope T=%d H=%d Hkv=%d D=%d bias=%d rel=%.2e\n", T, H, Hkv, D, bias_on, e);
-}
-
-static void test_swiglu(int T, int I, bool bias_on, int blocks) {
-    bf16* gu = guarded<bf16>((size_t)T * 2 * I);
-    float* bias = guarded<float>(2 * I);
-    bf16* out = guarded<bf16>((size_t)T * I);
-    for (size_t i = 0; i < (size_t)T * 2 * I; ++i) gu[i] = __float2bfloat16(U(6));
-    for (int j = 0; j < 2 * I; ++j) bias[j] = U(0.5);
-    emu::launch(dim3{(unsigned)blocks}, dim3{256}, [&] { swiglu_bf16(gu, bias_on ? bias : nullptr, out, T, I); });
-    std::vector<double> got, want;
-    for (int t = 0; t < T; ++t)
-        for (int j = 0; j < I; ++j) {
-            double g = __bfloat162float(gu[(size_t)t * 2 * I + j]) + (bias_on ? bias[j] : 0.0);
-            double u = __bfloat162float(gu[(size_t)t * 2 * I + I + j]) + (bias_on ? bias[I + j] : 0.0);
-            want.push_back(g / (1 + std::exp(-g)) * u); got.push_back(__bfloat162float(out[(size_t)t * I + j]));
-        }
-    double e = relerr(got, want);
-    CHECK(e < 4e-3, "swiglu rel %g", e);
-    printf("swiglu T=%d I=%d bias=%d blocks=%d rel=%.2e\n", T, I, bias_on, blocks, e);
-}
-
-// The fp32-activation variants (`--precision fp32`): same references, fp32 buffers, so the bound is fp32 rounding.
-static void test_norm_f32(int T, int H, bool bias_on, int gather, float eps) {
-    float* x = guarded<float>((size_t)T * H);
-    float* bias = guarded<float>(H);
-    float* w = guarded<float>(H);
-    int n = gather ? gather : T;
-    int* rows = guarded<int>(n);
-    float* y = guarded<float>((size_t)n * H);
-    std::vector<float> x0((size_t)T * H);
-    for (size_t i = 0; i < (size_t)T * H; ++i) x[i] = x0[i] = U(4);
-    for (int j = 0; j < H; ++j) { bias[j] = U(0.5); w[j] = 1 + U(0.3); }
-    for (int r = 0; r < n; ++r) rows[r] = gather ? (int)(rng() % T) : r;
-    int write_x = gather ? 0 : 1;
-    emu::launch(dim3{(unsigned)n}, dim3{256}, [&] {
-        rmsnorm_residual_f32(x, nullptr, bias_on ? bias : nullptr, w, y, gather ? rows : nullptr, n, H, eps, write_x);
+    emu::launch(dim3{(unsigned)T}, dim3{128}, [&] {
+        const float* b = bias_on ? bias : nullptr;
+        if constexpr (std::is_same<A, bf16>::value) rope_qkv_split_bf16(qkv, b, p, inv, q, k, v, T, H, Hkv, D);
+        else rope_qkv_split_f32(qkv, b, p, inv, q, k, v, T, H, Hkv, D);
     });
-    std::vector<double> gy, wy;
-    for (int r = 0; r < n; ++r) {
-        int i = rows[r];
-        std::vector<double> v(H);
-        double ss = 0;
-        for (int j = 0; j < H; ++j) {
-            float a = x0[(size_t)i * H + j];
-            if (bias_on) a += bias[j];
-            v[j] = a; ss += (double)a * a;
-        }
-        double inv = 1 / std::sqrt(ss / H + eps);
-        for (int j = 0; j < H; ++j) { wy.push_back(v[j] * inv * w[j]); gy.push_back(y[(size_t)r * H + j]); }
-    }
-    double e = relerr(gy, wy);
-    CHECK(e < 1e-6, "norm f32 T=%d H=%d rel %g", T, H, e);
-    printf("rmsnorm_f32 T=%d H=%d bias=%d gather=%d rel=%.2e\n", T, H, bias_on, gather, e);
-}
-
-static void test_rope_f32(std::vector<int> pos, int H, int Hkv, int D, bool bias_on, double theta) {
-    int T = pos.size(), W = (H + 2 * Hkv) * D, half = D / 2;
-    float* qkv = guarded<float>((size_t)T * W);
-    float* bias = guarded<float>(W);
-    int* p = guarded<int>(T);
-    float* inv = guarded<float>(half);
-    float* q = guarded<float>((size_t)T * H * D);
-    float* k = guarded<float>((size_t)T * Hkv * D);
-    float* v = guarded<float>((size_t)T * Hkv * D);
-    for (size_t i = 0; i < (size_t)T * W; ++i) qkv[i] = U(3);
-    for (int j = 0; j < W; ++j) bias[j] = U(0.5);
-    for (int t = 0; t < T; ++t) p[t] = pos[t];
-    for (int i = 0; i < half; ++i) inv[i] = (float)(1.0 / std::pow(theta, 2.0 * i / D));
-    emu::launch(dim3{(unsigned)T}, dim3{128}, [&] { rope_qkv_split_f32(qkv, bias_on ? bias : nullptr, p, inv, q, k, v, T, H, Hkv, D); });
     std::vector<double> got, want;
     for (int t = 0; t < T; ++t) {
-        auto a = [&](int c) { return (double)(float)(qkv[(size_t)t * W + c] + (bias_on ? bias[c] : 0.0f)); };
+        // The kernel adds the bias in fp32: the reference rounds that sum to fp32 too.
+        auto a = [&](int c) { return (double)(tof(qkv[(size_t)t * W + c]) + (bias_on ? bias[c] : 0.0f)); };
         for (int h = 0; h < H + Hkv; ++h)
             for (int i = 0; i < half; ++i) {
                 double ang = (double)((float)pos[t] * inv[i]);
                 double x0 = a(h * D + i), x1 = a(h * D + i + half);
-                float* dst = h < H ? q + ((size_t)t * H + h) * D : k + ((size_t)t * Hkv + h - H) * D;
-                want.push_back(x0 * std::cos(ang) - x1 * std::sin(ang)); got.push_back(dst[i]);
-                want.push_back(x1 * std::cos(ang) + x0 * std::sin(ang)); got.push_back(dst[i + half]);
+                A* dst = h < H ? q + ((size_t)t * H + h) * D : k + ((size_t)t * Hkv + h - H) * D;
+                want.push_back(x0 * std::cos(ang) - x1 * std::sin(ang)); got.push_back(tof(dst[i]));
+                want.push_back(x1 * std::cos(ang) + x0 * std::sin(ang)); got.push_back(tof(dst[i + half]));
             }
-        for (int j = 0; j < Hkv * D; ++j) { want.push_back(a((H + Hkv) * D + j)); got.push_back(v[(size_t)t * Hkv * D + j]); }
+        for (int j = 0; j < Hkv * D; ++j) { want.push_back(a((H + Hkv) * D + j)); got.push_back(tof(v[(size_t)t * Hkv * D + j])); }
     }
     double e = relerr(got, want);
-    CHECK(e < 1e-6, "rope f32 rel %g", e);
-    printf("rope_f32 T=%d H=%d Hkv=%d D=%d bias=%d rel=%.2e\n", T, H, Hkv, D, bias_on, e);
+    CHECK(e < tol<A>(), "rope%s rel %g", tag<A>(), e);
+    printf("rope%s T=%d H=%d Hkv=%d D=%d bias=%d rel=%.2e\n", tag<A>(), T, H, Hkv, D, bias_on, e);
 }
 
-static void test_swiglu_f32(int T, int I, bool bias_on, int blocks) {
-    float* gu = guarded<float>((size_t)T * 2 * I);
+template <class A>
+static void test_swiglu(int T, int I, bool bias_on, int blocks) {
+    A* gu = guarded<A>((size_t)T * 2 * I);
     float* bias = guarded<float>(2 * I);
-    float* out = guarded<float>((size_t)T * I);
-    for (size_t i = 0; i < (size_t)T * 2 * I; ++i) gu[i] = U(6);
+    A* out = guarded<A>((size_t)T * I);
+    for (size_t i = 0; i < (size_t)T * 2 * I; ++i) gu[i] = act<A>(U(6));
     for (int j = 0; j < 2 * I; ++j) bias[j] = U(0.5);
-    emu::launch(dim3{(unsigned)blocks}, dim3{256}, [&] { swiglu_f32(gu, bias_on ? bias : nullptr, out, T, I); });
+    emu::launch(dim3{(unsigned)blocks}, dim3{256}, [&] {
+        const float* b = bias_on ? bias : nullptr;
+        if constexpr (std::is_same<A, bf16>::value) swiglu_bf16(gu, b, out, T, I);
+        else swiglu_f32(gu, b, out, T, I);
+    });
     std::vector<double> got, want;
     for (int t = 0; t < T; ++t)
         for (int j = 0; j < I; ++j) {
-            double g = (float)(gu[(size_t)t * 2 * I + j] + (bias_on ? bias[j] : 0.0f));
-            double u = (float)(gu[(size_t)t * 2 * I + I + j] + (bias_on ? bias[I + j] : 0.0f));
-            want.push_back(g / (1 + std::exp(-g)) * u); got.push_back(out[(size_t)t * I + j]);
+            double g = (float)(tof(gu[(size_t)t * 2 * I + j]) + (bias_on ? bias[j] : 0.0f));
+            double u = (float)(tof(gu[(size_t)t * 2 * I + I + j]) + (bias_on ? bias[I + j] : 0.0f));
+            want.push_back(g / (1 + std::exp(-g)) * u); got.push_back(tof(out[(size_t)t * I + j]));
         }
     double e = relerr(got, want);
-    CHECK(e < 1e-6, "swiglu f32 rel %g", e);
-    printf("swiglu_f32 T=%d I=%d bias=%d blocks=%d rel=%.2e\n", T, I, bias_on, blocks, e);
+    CHECK(e < tol<A>(), "swiglu%s rel %g", tag<A>(), e);
+    printf("swiglu%s T=%d I=%d bias=%d blocks=%d rel=%.2e\n", tag<A>(), T, I, bias_on, blocks, e);
 }
 
 // hi + lo reproduces x to ~2^-16 relative, and hi is x rounded to bf16.
@@ -268,26 +210,26 @@ int main() {
     test_embedding(1, 48, 301);
     test_embedding(7, 37, 301);
     test_embedding(20, 576, 1000);
-    test_norm(1, 576, true, false, 0, 1e-5f);
-    test_norm(5, 37, true, true, 0, 1e-6f);
-    test_norm(3, 4096, true, true, 0, 1e-6f);
-    test_norm(4, 3584, false, false, 0, 1e-6f);
-    test_norm(20, 576, true, true, 9, 1e-5f);
-    test_norm(6, 18, true, false, 6, 1e-6f);
-    test_rope({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
-    test_rope({0, 1, 2, 3}, 12, 2, 128, false, 1e6);
-    test_rope({0, 1, 7, 40000}, 3, 1, 10, true, 1e4);
-    test_swiglu(1, 83, true, 1);
-    test_swiglu(3, 1, false, 1);
-    test_swiglu(5, 300, false, 2);
-    test_swiglu(4, 301, true, 3);
-    test_norm_f32(1, 576, false, 0, 1e-5f);
-    test_norm_f32(5, 37, true, 0, 1e-6f);
-    test_norm_f32(20, 576, true, 9, 1e-5f);
-    test_rope_f32({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
-    test_rope_f32({0, 1, 7, 40000}, 3, 1, 10, false, 1e4);
-    test_swiglu_f32(1, 83, true, 1);
-    test_swiglu_f32(4, 301, false, 3);
+    test_norm<bf16>(1, 576, true, false, 0, 1e-5f);
+    test_norm<bf16>(5, 37, true, true, 0, 1e-6f);
+    test_norm<bf16>(3, 4096, true, true, 0, 1e-6f);
+    test_norm<bf16>(4, 3584, false, false, 0, 1e-6f);
+    test_norm<bf16>(20, 576, true, true, 9, 1e-5f);
+    test_norm<bf16>(6, 18, true, false, 6, 1e-6f);
+    test_rope<bf16>({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
+    test_rope<bf16>({0, 1, 2, 3}, 12, 2, 128, false, 1e6);
+    test_rope<bf16>({0, 1, 7, 40000}, 3, 1, 10, true, 1e4);
+    test_swiglu<bf16>(1, 83, true, 1);
+    test_swiglu<bf16>(3, 1, false, 1);
+    test_swiglu<bf16>(5, 300, false, 2);
+    test_swiglu<bf16>(4, 301, true, 3);
+    test_norm<float>(1, 576, false, false, 0, 1e-5f);
+    test_norm<float>(5, 37, true, true, 0, 1e-6f);
+    test_norm<float>(20, 576, true, true, 9, 1e-5f);
+    test_rope<float>({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
+    test_rope<float>({0, 1, 7, 40000}, 3, 1, 10, false, 1e4);
+    test_swiglu<float>(1, 83, true, 1);
+    test_swiglu<float>(4, 301, false, 3);
     test_split(1, 1);
     test_split(1000, 2);
     printf(fails ? "FAILED %d\n" : "all ok\n", fails);
