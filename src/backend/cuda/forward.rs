@@ -423,10 +423,7 @@ impl<E: Exec> Forward<E> {
         self.run(gpu, &p, None)?;
         let h = self.model.config.hidden_size;
         let bytes = gpu.download(self.ws.y.slice().expect("allocated by run"), t * h * self.precision.bytes())?;
-        Ok(match self.precision {
-            Precision::Bf16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Precision::Fp32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        })
+        Ok(self.precision.decode(&bytes))
     }
 
     /// Queue the whole forward pass and the statistics of one packed group (no host synchronisation). With

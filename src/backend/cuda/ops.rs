@@ -49,6 +49,24 @@ impl Precision {
             Precision::Fp32 => "fp32",
         }
     }
+    /// Host f32 values as the bytes of an activation buffer of this type (rounded once for bf16).
+    pub fn encode(self, v: &[f32]) -> Vec<u8> {
+        match self {
+            Precision::Bf16 => {
+                bytemuck::cast_slice(&v.iter().map(|&x| half::bf16::from_f32(x)).collect::<Vec<_>>()).to_vec()
+            }
+            Precision::Fp32 => bytemuck::cast_slice(v).to_vec(),
+        }
+    }
+    /// The bytes of an activation buffer of this type (as downloaded), widened to f32.
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Precision::Bf16 => {
+                bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+            Precision::Fp32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        }
+    }
 }
 
 impl std::str::FromStr for Precision {

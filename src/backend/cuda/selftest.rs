@@ -193,22 +193,6 @@ fn round_act(v: &[f32], p: Precision) -> Vec<f32> {
     }
 }
 
-/// Host f32 values as the bytes of an activation buffer of type `p`.
-fn act_bytes(v: &[f32], p: Precision) -> Vec<u8> {
-    match p {
-        Precision::Bf16 => bytemuck::cast_slice(&to_bf16(v)).to_vec(),
-        Precision::Fp32 => bytemuck::cast_slice(v).to_vec(),
-    }
-}
-
-/// The bytes of an activation buffer of type `p`, widened to f32.
-fn from_act_bytes(b: &[u8], p: Precision) -> Vec<f32> {
-    match p {
-        Precision::Bf16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Precision::Fp32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-    }
-}
-
 /// Kernel-section bound and case-name prefix of an activation type: bf16 outputs carry one bf16 rounding
 /// (4e-3 relative), fp32 ones only fp32 arithmetic (1e-5).
 fn act_tol(p: Precision) -> (f64, &'static str) {
@@ -466,7 +450,7 @@ fn norm_cases(r: &mut Runner<'_>) {
             let sel: Vec<f32> = rows.iter().flat_map(|&i| v[i * h..(i + 1) * h].iter().copied()).collect();
             let mut want_y = vec![0f32; n * h];
             cpu::rms_norm(&sel, &w, c.eps, &mut want_y);
-            let got_y = from_act_bytes(&b.down(&d_y, n * h * prec.bytes())?, prec);
+            let got_y = prec.decode(&b.down(&d_y, n * h * prec.bytes())?);
             let got_x = b.down(&d_x, t * h)?;
             let cy = compare(&got_y, &want_y);
             let want_x = if write_x { &v } else { &x };
@@ -544,7 +528,7 @@ fn rope_cases(r: &mut Runner<'_>) {
             let qkv = round_act(&rand_vec(&mut r.rng, t * w, 3.0), prec);
             let bias = rand_vec(&mut r.rng, w, 0.5);
             let inv = cpu::rope_inv_freq_f32(&(c.config)(d));
-            let d_qkv = b.up(&act_bytes(&qkv, prec))?;
+            let d_qkv = b.up(&prec.encode(&qkv))?;
             let d_bias = b.up(&bias)?;
             let d_pos = b.up(&positions.iter().map(|&p| p as i32).collect::<Vec<_>>())?;
             let d_inv = b.up(&inv)?;
@@ -578,9 +562,9 @@ fn rope_cases(r: &mut Runner<'_>) {
             }
             cpu::rope_inplace(&mut q, &positions, nh, d, &inv);
             cpu::rope_inplace(&mut k, &positions, nkv, d, &inv);
-            let cq = compare(&from_act_bytes(&b.down(&d_q, t * qw * eb)?, prec), &q);
-            let ck = compare(&from_act_bytes(&b.down(&d_k, t * kw * eb)?, prec), &k);
-            let cv = compare(&from_act_bytes(&b.down(&d_v, t * kw * eb)?, prec), &v);
+            let cq = compare(&prec.decode(&b.down(&d_q, t * qw * eb)?), &q);
+            let ck = compare(&prec.decode(&b.down(&d_k, t * kw * eb)?), &k);
+            let cv = compare(&prec.decode(&b.down(&d_v, t * kw * eb)?), &v);
             let note = format!("q {:.1e} k {:.1e} v {:.1e}", cq.rel, ck.rel, cv.rel);
             Ok((merge(merge(cq, ck), cv), ms, note))
         });
@@ -597,7 +581,7 @@ fn swiglu_cases(r: &mut Runner<'_>) {
             let b = Bufs { gpu: r.gpu };
             let gu = round_act(&rand_vec(&mut r.rng, t * 2 * inter, 6.0), prec);
             let bvec = rand_vec(&mut r.rng, 2 * inter, 0.5);
-            let d_gu = b.up(&act_bytes(&gu, prec))?;
+            let d_gu = b.up(&prec.encode(&gu))?;
             let d_b = b.up(&bvec)?;
             let d_out = b.out::<u8>(t * inter * prec.bytes())?;
             let bias_p = if bias { b.p(&d_b) } else { 0 };
@@ -612,7 +596,7 @@ fn swiglu_cases(r: &mut Runner<'_>) {
             }
             let mut want = vec![0f32; t * inter];
             cpu::silu_mul(&g, &u, &mut want);
-            Ok((compare(&from_act_bytes(&b.down(&d_out, t * inter * prec.bytes())?, prec), &want), ms, String::new()))
+            Ok((compare(&prec.decode(&b.down(&d_out, t * inter * prec.bytes())?), &want), ms, String::new()))
         });
     }
 }
@@ -810,7 +794,7 @@ fn run_attention(
     let total = *cu_host.last().unwrap_or(&0);
     let cu_i32: Vec<i32> = cu_host.iter().map(|&x| x as i32).collect();
     let p = kind.precision();
-    let (d_q, d_k, d_v) = (b.up(&act_bytes(q, p))?, b.up(&act_bytes(k, p))?, b.up(&act_bytes(v, p))?);
+    let (d_q, d_k, d_v) = (b.up(&p.encode(q))?, b.up(&p.encode(k))?, b.up(&p.encode(v))?);
     let d_out = b.out::<u8>(total * c.heads * c.d * p.bytes())?;
     let d_cu = b.up(&cu_i32)?;
     let tiles = TileTable::build(&cu_i32, kind.query_tile())?;
@@ -833,7 +817,7 @@ fn run_attention(
         query_tile: kind.query_tile(),
     };
     let ms = r.timed(|| attention::attention(r.gpu, Some(kind), &args))?;
-    Ok((from_act_bytes(&b.down(&d_out, total * c.heads * c.d * p.bytes())?, p), ms))
+    Ok((p.decode(&b.down(&d_out, total * c.heads * c.d * p.bytes())?), ms))
 }
 
 /// Kinds of logit rows (K's list in KERNELS.md): each stresses a different part of the one-pass reduction.
