@@ -39,6 +39,11 @@ pub trait Backend: Send {
     fn peak_memory_bytes(&self) -> Option<u64> {
         None
     }
+    /// The measured matrix-multiply ceiling of the device in TFLOP/s (`lark bench` compares with it), where the
+    /// backend has one.
+    fn gemm_ceiling_tflops(&self) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// Which backend the user asked for (`--device`).

@@ -50,27 +50,6 @@ pub struct Args {
     pub precision: Precision,
 }
 
-/// The backend to measure, and on a GPU the measured cuBLAS bf16 GEMM ceiling (TFLOP/s) to compare with.
-fn open_bench_backend(model: &Model, a: &Args) -> Result<(Box<dyn Backend>, String, Option<f64>)> {
-    let ordinal = match &a.device {
-        DeviceChoice::Cuda(ids) => Some(ids.first().copied().unwrap_or(0)),
-        DeviceChoice::Auto if cuda::probe().is_ok() => Some(0),
-        _ => None,
-    };
-    match ordinal {
-        Some(o) => {
-            let b = cuda::CudaBackend::with_precision(model, o, a.precision)?;
-            let ceiling = b.gemm_ceiling_tflops()?;
-            let d = b.describe();
-            Ok((Box::new(b), d, Some(ceiling)))
-        }
-        None => {
-            let (b, d) = open_backend(model, &a.device, a.precision)?;
-            Ok((b, d, None))
-        }
-    }
-}
-
 fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
     if let Some(path) = &a.ids_file {
         let text = std::fs::read_to_string(path).map_err(|e| LarkError::io(path, e))?;
@@ -158,7 +137,8 @@ pub fn run(a: Args) -> Result<()> {
             return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME --random-weights"))
         }
     };
-    let (mut backend, desc, ceiling) = open_bench_backend(&model, &a)?;
+    let (mut backend, desc) = open_backend(&model, &a.device, a.precision)?;
+    let ceiling = backend.gemm_ceiling_tflops()?;
     let seqs = sequences(&a, model.config.vocab_size)?;
     let opts = StatsOptions { topk_brier: a.topk_brier };
     let tokens: usize = seqs.iter().map(|s| s.len()).sum();

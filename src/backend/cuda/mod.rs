@@ -70,11 +70,6 @@ impl CudaBackend {
         &mut self.forward
     }
 
-    /// The cuBLAS bf16 GEMM ceiling of this GPU in TFLOP/s ([`ops::gemm_ceiling_tflops`], n = 8192).
-    pub fn gemm_ceiling_tflops(&self) -> Result<f64> {
-        ops::gemm_ceiling_tflops(&self.gpu, 8192, 10)
-    }
-
     /// The final-normed hidden states `[T, hidden]` of a packed batch (selftest).
     pub fn final_hidden(&mut self, batch: &[SeqRequest<'_>]) -> Result<Vec<f32>> {
         self.forward.final_hidden(&self.gpu, batch)
@@ -107,5 +102,11 @@ impl Backend for CudaBackend {
     /// Device memory in use (context, weights, workspaces), the most seen after any `score` call.
     fn peak_memory_bytes(&self) -> Option<u64> {
         Some(self.peak_used)
+    }
+
+    /// The cuBLAS bf16 GEMM ceiling of this GPU ([`ops::gemm_ceiling_tflops`], n = 8192).
+    fn gemm_ceiling_tflops(&self) -> Result<Option<f64>> {
+        self.gpu.ctx.bind_to_thread().map_err(|e| LarkError::Backend(format!("binding the CUDA context: {e}")))?;
+        ops::gemm_ceiling_tflops(&self.gpu, 8192, 10).map(Some)
     }
 }
