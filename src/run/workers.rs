@@ -94,9 +94,11 @@ fn run(backend: &mut dyn Backend, sh: &Shared<'_>, w: &Work) -> Result<BatchOut>
         Pass::Main => {
             let batch = &c.batches[w.batch];
             let reqs: Vec<SeqRequest<'_>> = batch.iter().map(|&j| c.trajectory(j).request()).collect();
+            // The record of the chunk's ready trajectory j, named in an error.
+            let who = |j: usize| describe(&records[c.idx[c.ready[j]]], "");
             let toks = score_splitting(backend, &reqs, &sh.stats_opts).map_err(|f| {
-                let r = &records[c.idx[c.ready[batch[f.seq]]]];
-                failure(f, &reqs, &format!("{}: problem {} candidate {}", r.origin, r.problem_id, r.candidate_id))
+                let what = who(batch[f.seq]);
+                failure(f, &reqs, &what)
             })?;
             let mut out = Vec::with_capacity(batch.len());
             for (&j, toks) in batch.iter().zip(toks) {
@@ -110,11 +112,7 @@ fn run(backend: &mut dyn Backend, sh: &Shared<'_>, w: &Work) -> Result<BatchOut>
                     )));
                 }
                 if let Some(k) = first_non_finite(&toks) {
-                    let r = &records[c.idx[c.ready[j]]];
-                    return Err(non_finite(
-                        &format!("{}: problem {} candidate {}", r.origin, r.problem_id, r.candidate_id),
-                        k,
-                    ));
+                    return Err(non_finite(&who(j), k));
                 }
                 out.push(TrajectoryStats::from_tokens(&toks, sh.rank_clip));
             }
@@ -127,27 +125,25 @@ fn run(backend: &mut dyn Backend, sh: &Shared<'_>, w: &Work) -> Result<BatchOut>
                 .iter()
                 .map(|&j| SeqRequest { ids: &local.windows[j].ids, score_from: local.windows[j].from })
                 .collect();
+            let who =
+                |j: usize| describe(&records[c.idx[local.windows[j].record]], " (a Local Naturalness step window)");
             let toks = score_splitting(backend, &reqs, &StatsOptions::default()).map_err(|f| {
-                let r = &records[c.idx[local.windows[batch[f.seq]].record]];
-                let what = format!(
-                    "{}: problem {} candidate {} (a Local Naturalness step window)",
-                    r.origin, r.problem_id, r.candidate_id
-                );
+                let what = who(batch[f.seq]);
                 failure(f, &reqs, &what)
             })?;
             for (&j, t) in batch.iter().zip(&toks) {
                 if let Some(k) = first_non_finite(t) {
-                    let r = &records[c.idx[local.windows[j].record]];
-                    let what = format!(
-                        "{}: problem {} candidate {} (a Local Naturalness step window)",
-                        r.origin, r.problem_id, r.candidate_id
-                    );
-                    return Err(non_finite(&what, k));
+                    return Err(non_finite(&who(j), k));
                 }
             }
             Ok(BatchOut::Local(toks.iter().map(|t| (t.iter().map(|s| s.logprob as f64).sum(), t.len())).collect()))
         }
     }
+}
+
+/// "file:line: problem P candidate C" and `what` (for errors naming a trajectory).
+fn describe(r: &crate::io::Record, what: &str) -> String {
+    format!("{}: problem {} candidate {}{what}", r.origin, r.problem_id, r.candidate_id)
 }
 
 /// The first scored position whose statistics are not finite (NaN or infinite logits: broken weights), if any.
