@@ -83,27 +83,8 @@ fn brier_topk(b: BrierMode) -> u32 {
 impl LarkTrajectoryStats {
     /// A skipped trajectory: the reason and no numbers.
     pub fn skipped(reason: &str, truncated: bool, brier: BrierMode) -> Self {
-        let nan = f64::NAN;
-        let mut s = LarkTrajectoryStats {
-            skipped: 1,
-            truncated: truncated as i32,
-            brier_topk: brier_topk(brier),
-            reserved: 0,
-            n_tokens: 0,
-            nll_sum: nan,
-            L: nan,
-            brier_sum: nan,
-            brier_mean: nan,
-            rho_hat: nan,
-            grape: nan,
-            inverse_loss: nan,
-            rsr: nan,
-            mean_rank_clip: nan,
-            mean_p_gold: nan,
-            wrong_conc: nan,
-            entropy_mean: nan,
-            skip_reason: [0; LARK_SKIP_REASON_LEN],
-        };
+        let mut s = Self::from_scores(&TrajectoryScores::NAN, 0, truncated, brier);
+        s.skipped = 1;
         let mut end = reason.len().min(LARK_SKIP_REASON_LEN - 1);
         while !reason.is_char_boundary(end) {
             end -= 1;
@@ -119,13 +100,16 @@ impl LarkTrajectoryStats {
         if stats.n_tokens == 0 {
             return Self::skipped("empty scored span", truncated, brier);
         }
-        let t = TrajectoryScores::new(stats, brier);
+        Self::from_scores(&TrajectoryScores::new(stats, brier), stats.n_tokens as u64, truncated, brier)
+    }
+
+    fn from_scores(t: &TrajectoryScores, n_tokens: u64, truncated: bool, brier: BrierMode) -> Self {
         LarkTrajectoryStats {
             skipped: 0,
             truncated: truncated as i32,
             brier_topk: brier_topk(brier),
             reserved: 0,
-            n_tokens: stats.n_tokens as u64,
+            n_tokens,
             nll_sum: t.nll_sum,
             L: t.l,
             brier_sum: t.brier_sum,

@@ -101,28 +101,30 @@ impl Default for ScoreOptions {
 }
 
 impl ScoreRow {
-    fn skipped(c: &Candidate, reason: String) -> Self {
+    /// The row of `c` with its own scores `t`; everything that needs the other candidates or the text is
+    /// unset (NaN / None) for the caller to fill.
+    fn from_scores(c: &Candidate, t: &TrajectoryScores) -> Self {
         let nan = f64::NAN;
         ScoreRow {
             problem_id: c.problem_id,
             candidate_id: c.candidate_id,
             teacher: c.teacher.clone(),
-            skipped: Some(reason),
+            skipped: None,
             n_tokens: None,
             truncated: false,
-            nll_sum: nan,
-            l: nan,
-            brier_sum: nan,
-            brier_mean: nan,
-            rho_hat: nan,
+            nll_sum: t.nll_sum,
+            l: t.l,
+            brier_sum: t.brier_sum,
+            brier_mean: t.brier_mean,
+            rho_hat: t.rho_hat,
             g_hat: nan,
-            grape: nan,
-            inverse_loss: nan,
-            rsr: nan,
-            mean_rank_clip: nan,
-            mean_p_gold: nan,
-            wrong_conc: nan,
-            entropy_mean: nan,
+            grape: t.grape,
+            inverse_loss: t.inverse_loss,
+            rsr: t.rsr,
+            mean_rank_clip: t.mean_rank_clip,
+            mean_p_gold: t.mean_p_gold,
+            wrong_conc: t.wrong_conc,
+            entropy_mean: t.entropy_mean,
             token_len: None,
             word_len: None,
             rule_quality: nan,
@@ -130,6 +132,10 @@ impl ScoreRow {
             local_naturalness: c.local_naturalness.map(|_| nan),
             llm_judge: c.llm_judge.map(|_| nan),
         }
+    }
+
+    fn skipped(c: &Candidate, reason: String) -> Self {
+        ScoreRow { skipped: Some(reason), ..Self::from_scores(c, &TrajectoryScores::NAN) }
     }
 }
 
@@ -165,31 +171,16 @@ pub fn score_problem(cands: &[Candidate], opts: &ScoreOptions) -> Vec<ScoreRow> 
     for (j, (i, stats, truncated)) in scored.iter().enumerate() {
         let (c, t) = (&cands[*i], &ts[j]);
         rows[*i] = ScoreRow {
-            problem_id: c.problem_id,
-            candidate_id: c.candidate_id,
-            teacher: c.teacher.clone(),
-            skipped: None,
             n_tokens: Some(stats.n_tokens as u64),
             truncated: *truncated,
-            nll_sum: t.nll_sum,
-            l: t.l,
-            brier_sum: t.brier_sum,
-            brier_mean: t.brier_mean,
-            rho_hat: t.rho_hat,
             g_hat: g[j],
-            grape: t.grape,
-            inverse_loss: t.inverse_loss,
-            rsr: t.rsr,
-            mean_rank_clip: t.mean_rank_clip,
-            mean_p_gold: t.mean_p_gold,
-            wrong_conc: t.wrong_conc,
-            entropy_mean: t.entropy_mean,
             token_len: Some(stats.n_tokens as u64),
             word_len: Some(c.text.words),
             rule_quality: rq[j],
             random: random_key(opts.seed, c.problem_id, c.candidate_id),
             local_naturalness: c.local_naturalness,
             llm_judge: c.llm_judge,
+            ..ScoreRow::from_scores(c, t)
         };
     }
     rows

@@ -42,6 +42,22 @@ pub struct TrajectoryScores {
 }
 
 impl TrajectoryScores {
+    /// Every score NaN: what a skipped trajectory carries (never an invented number).
+    pub const NAN: TrajectoryScores = TrajectoryScores {
+        nll_sum: f64::NAN,
+        l: f64::NAN,
+        brier_sum: f64::NAN,
+        brier_mean: f64::NAN,
+        rho_hat: f64::NAN,
+        grape: f64::NAN,
+        inverse_loss: f64::NAN,
+        rsr: f64::NAN,
+        mean_rank_clip: f64::NAN,
+        mean_p_gold: f64::NAN,
+        wrong_conc: f64::NAN,
+        entropy_mean: f64::NAN,
+    };
+
     pub fn new(s: &TrajectoryStats, mode: BrierMode) -> Self {
         let l = s.mean_nll();
         let (brier_sum, brier_mean, rho_hat) = match mode {
