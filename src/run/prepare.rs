@@ -111,8 +111,11 @@ impl Plan<'_> {
                 end += 1;
             }
             let mine: Vec<usize> = self.groups[g..end].iter().flat_map(|&(_, a, b)| a..b).collect();
-            let done = mine.par_iter().map(|&i| prepare(self.text, &records[i], self.settings)).collect();
-            let mut done = match done {
+            // Collected in order, then the first error in pool order: a parallel collect into Result would
+            // report whichever failing record a thread reached first.
+            let done: Vec<Result<Prepared>> =
+                mine.par_iter().map(|&i| prepare(self.text, &records[i], self.settings)).collect();
+            let mut done = match done.into_iter().collect() {
                 Ok::<Vec<Prepared>, _>(v) => v.into_iter(),
                 Err(e) => {
                     emit(Err(e));
@@ -208,7 +211,9 @@ impl Plan<'_> {
                 }
                 Ok(out)
             })
-            .collect::<Result<_>>()?;
+            .collect::<Vec<Result<_>>>()
+            .into_iter()
+            .collect::<Result<_>>()?; // the first error in record order, whatever thread met it first
         let windows: Vec<Window> = per_record.into_iter().flatten().collect();
         let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
         let batches = pack_by_length(&lengths, self.budget, self.max_seqs);
