@@ -83,9 +83,31 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// The block's dynamic shared memory and the size the launch gave it (%dynamic_smem_size).
+__device__ __forceinline__ unsigned char* lark_dynamic_smem() {
+    extern __shared__ __align__(16) unsigned char lark_dynamic_smem_bytes_[];
+    return lark_dynamic_smem_bytes_;
+}
+__device__ __forceinline__ unsigned lark_dynamic_smem_bytes() {
+    unsigned n;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(n));
+    return n;
+}
 #endif  // LARK_EMULATE
 
-template <int HD, int BR>
+// Shared memory of one block of attention_tile<HD, BR, MT>. MT = 1: two static 64-row tiles (K, V; Q is staged
+// through them into registers). MT = 2: dynamic shared memory holding K, V and, when the warp's Q fragments would
+// take more than 32 registers (HD = 128), the whole Q tile, read with ldmatrix at every k-step instead.
+template <int HD>
+__host__ __device__ constexpr int attn_smem_row() { return HD + 8; }  // padded shared row (elements): 16-byte aligned, rows 4 banks apart
+template <int HD, int MT>
+__host__ __device__ constexpr bool attn_q_in_smem() { return MT * (HD / 16) * 4 > 32; }
+template <int HD, int BR, int MT>
+__host__ __device__ constexpr unsigned attn_dynamic_smem_bytes() {
+    return MT == 1 ? 0u : (2u * ATT_BC + (attn_q_in_smem<HD, MT>() ? BR : 0)) * attn_smem_row<HD>() * 2u;
+}
+
+template <int HD, int BR, int MT>
 __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                const bf16* __restrict__ v, bf16* __restrict__ out,
                                                const int* __restrict__ cu_seqlens, int num_seqs,
@@ -93,16 +115,35 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
                                                int num_tiles, int num_heads, int num_kv_heads, float softmax_scale) {
     static_assert(HD % 16 == 0 && HD >= 16 && HD <= 256, "head_dim must be a multiple of 16, at most 256");
     static_assert(BR == 64 || BR == 128, "query tile of 64 or 128 rows");
-    constexpr int THREADS = BR * 2;  // BR / 16 warps
-    constexpr int SROW = HD + 8;       // padded shared row (elements): 16-byte aligned, consecutive rows 4 banks apart
+    static_assert(MT == 1 || MT == 2, "one or two 16-row m-tiles per warp");
+    constexpr int WROWS = 16 * MT;         // query rows per warp
+    static_assert(BR % WROWS == 0, "whole warps per query tile");
+    constexpr int THREADS = BR / WROWS * 32;
+    constexpr int SROW = attn_smem_row<HD>();
+    constexpr bool Q_IN_SMEM = attn_q_in_smem<HD, MT>();
     constexpr int CHUNKS = HD / 8;     // 16-byte chunks per row
     constexpr int KSTEPS = HD / 16;    // k-steps of Q·K^T
     constexpr int DTILES = HD / 8;     // 8-column tiles of the output
     constexpr int STILES = ATT_BC / 8; // 8-key tiles of the scores
 
-    // Two tiles of 64 rows: 18 KB (HD 64) or 34 KB (HD 128) of static shared memory.
-    __shared__ __align__(16) bf16 sK[ATT_BC * SROW];
-    __shared__ __align__(16) bf16 sV[ATT_BC * SROW];  // also holds the Q tile before the key loop
+    // MT = 1: two static tiles of 64 rows, 18 KB (HD 64) or 34 KB (HD 128). MT = 2: the same two tiles (and the Q
+    // tile) in dynamic shared memory, whose size the host passes at launch (AttentionKernel::dynamic_smem_bytes).
+    bf16* sK;
+    bf16* sV;  // MT = 1, or MT = 2 with Q in registers: also holds (part of) the Q tile before the key loop
+    bf16* sQ = nullptr;
+    if constexpr (MT == 1) {
+        __shared__ __align__(16) bf16 sK_static[ATT_BC * SROW];
+        __shared__ __align__(16) bf16 sV_static[ATT_BC * SROW];
+        sK = sK_static;
+        sV = sV_static;
+    } else {
+        // A host/kernel disagreement on the layout is a bug: fail the launch loudly rather than overrun.
+        if (lark_dynamic_smem_bytes() < attn_dynamic_smem_bytes<HD, BR, MT>()) __trap();
+        bf16* dyn = reinterpret_cast<bf16*>(lark_dynamic_smem());
+        sK = dyn;
+        sV = dyn + ATT_BC * SROW;
+        if constexpr (Q_IN_SMEM) sQ = dyn + 2 * ATT_BC * SROW;
+    }
 
     // Everything below up to the first barrier depends only on blockIdx and the arguments: the early returns
     // are uniform over the block.
@@ -126,11 +167,12 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
     const bf16* qbase = q + static_cast<long long>(seq_begin) * q_stride + static_cast<long long>(head) * HD;
     const bf16* kbase = k + static_cast<long long>(seq_begin) * kv_stride + static_cast<long long>(kv_head) * HD;
     const bf16* vbase = v + static_cast<long long>(seq_begin) * kv_stride + static_cast<long long>(kv_head) * HD;
+    const int wrow0 = warp * WROWS;  // this warp's first row within the query tile
 
-    // Rows r0 .. r0+63 of a [seq_len, stride] matrix into a padded shared tile. Rows at or past the end of the
+    // Rows r0 .. r0+nrows-1 of a [seq_len, stride] matrix into a padded shared tile. Rows at or past the end of the
     // sequence are zero-filled, never read: they belong to the next sequence or lie past the buffer.
-    auto load_tile = [&](bf16* dst, const bf16* base, long long stride, int r0) {
-        for (int c = tid; c < ATT_BC * CHUNKS; c += THREADS) {
+    auto load_tile = [&](bf16* dst, const bf16* base, long long stride, int r0, int nrows) {
+        for (int c = tid; c < nrows * CHUNKS; c += THREADS) {
             const int r = c / CHUNKS, cc = c % CHUNKS;
             bf16* d = dst + r * SROW + cc * 8;
             if (r0 + r < seq_len) {
@@ -141,56 +183,86 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
         }
     };
 
-    // Q tile -> registers, as A fragments: warp w owns query rows 16w .. 16w+15 of the tile. Rows 0-63 go through
-    // sV, rows 64-127 (BR = 128) through sK.
-    load_tile(sV, qbase, q_stride, q0);
-    if (BR > ATT_BC) load_tile(sK, qbase, q_stride, q0 + ATT_BC);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    uint32_t qf[KSTEPS][4];
-    {
-        const bf16* qtile = (warp * 16 < ATT_BC) ? sV : sK;
-        const int wrow = (warp * 16) % ATT_BC;
+    // Q as A fragments: m-tile mt of warp w covers query rows wrow0 + 16mt .. +15 of the tile. Kept in registers
+    // (qf) when they fit in 32; the Q tile is then staged through sV (rows 0-63) and sK (rows 64-127). Otherwise the
+    // Q tile stays in sQ for the whole block and is re-read at every k-step; its load is the first commit group.
+    uint32_t qf[Q_IN_SMEM ? 1 : MT][Q_IN_SMEM ? 1 : KSTEPS][4];
+    if constexpr (Q_IN_SMEM) {
+        load_tile(sQ, qbase, q_stride, q0, BR);
+        cp_async_commit();
+    } else {
+        load_tile(sV, qbase, q_stride, q0, ATT_BC);
+        if (BR > ATT_BC) load_tile(sK, qbase, q_stride, q0 + ATT_BC, ATT_BC);
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
 #pragma unroll
-        for (int kk = 0; kk < KSTEPS; ++kk) {
-            // matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3
-            const bf16* p = qtile + (wrow + (lane & 15)) * SROW + kk * 16 + (lane >> 4) * 8;
-            ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], p);
+        for (int mt = 0; mt < MT; ++mt) {
+            const int row = wrow0 + 16 * mt;
+            const bf16* qtile = (row < ATT_BC) ? sV : sK;
+#pragma unroll
+            for (int kk = 0; kk < KSTEPS; ++kk) {
+                // matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15)
+                const bf16* p = qtile + (row % ATT_BC + (lane & 15)) * SROW + kk * 16 + (lane >> 4) * 8;
+                ldmatrix_x4(qf[mt][kk][0], qf[mt][kk][1], qf[mt][kk][2], qf[mt][kk][3], p);
+            }
         }
+        __syncthreads();  // sK and sV are about to receive K and V tiles
     }
-    __syncthreads();  // sK and sV are about to receive K and V tiles
 
     const int last_row = (q0 + BR < seq_len ? q0 + BR : seq_len) - 1;  // the block's last query position
     const int n_ktiles = last_row / ATT_BC + 1;      // key tiles 0 .. the one holding last_row
-    const int warp_last = q0 + warp * 16 + 15;       // this warp's last query position
+    const int warp_last = q0 + wrow0 + WROWS - 1;    // this warp's last query position
     const float sl2 = softmax_scale * LOG2E;
 
-    float o[DTILES][4];
+    float o[MT][DTILES][4];
 #pragma unroll
-    for (int dt = 0; dt < DTILES; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-    float m_run[2] = {LARK_NEG_INF, LARK_NEG_INF};  // rows g and g+8 of this warp, log2 units
-    float l_run[2] = {0.f, 0.f};                    // this thread's share of the row sums
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int dt = 0; dt < DTILES; ++dt) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+    // Per m-tile, rows g (r = 0) and g+8 (r = 1): running max (log2 units) and this thread's share of the row sum.
+    float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        m_run[mt][0] = m_run[mt][1] = LARK_NEG_INF;
+        l_run[mt][0] = l_run[mt][1] = 0.f;
+    }
 
     // Pipeline: K_{j+1} streams in while softmax and P·V of tile j run; V_{j+1} while the next Q·K^T runs.
-    // One commit group per tile load (possibly empty), so wait_group 1 always means "all but the newest".
-    load_tile(sK, kbase, kv_stride, 0);
+    // One commit group per tile load (possibly empty), so wait_group 1 always means "all but the newest"
+    // (with Q in shared memory its group is older than K_0's, so the first wait covers it too).
+    load_tile(sK, kbase, kv_stride, 0, ATT_BC);
     cp_async_commit();
-    load_tile(sV, vbase, kv_stride, 0);
+    load_tile(sV, vbase, kv_stride, 0, ATT_BC);
     cp_async_commit();
 
     for (int j = 0; j < n_ktiles; ++j) {
         cp_async_wait<1>();  // K_j has landed (V_j may still be in flight)
         __syncthreads();
-        // Every key of tile j lies after every row of this warp: nothing to add (warp-uniform).
+        // Every key of tile j lies after every row of this warp: nothing to add (warp-uniform). With MT = 2 a
+        // warp's rows start at a multiple of 32 and key tiles at multiples of 64, so an active warp's first m-tile
+        // always sees some key of the tile: no per-m-tile skip is needed.
         const bool active = j * ATT_BC <= warp_last;
 
-        // S = Q K_j^T for this warp's 16 rows x 64 keys.
-        float s[STILES][4];
+        // S = Q K_j^T for this warp's 16·MT rows x 64 keys. Each K fragment read from shared memory feeds MT MMAs.
+        float s[MT][STILES][4];
 #pragma unroll
-        for (int nt = 0; nt < STILES; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < STILES; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < (active ? KSTEPS : 0); ++kk) {
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                if constexpr (Q_IN_SMEM) {
+                    const bf16* p = sQ + (wrow0 + 16 * mt + (lane & 15)) * SROW + kk * 16 + (lane >> 4) * 8;
+                    ldmatrix_x4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], p);
+                } else {
+                    a[mt][0] = qf[mt][kk][0], a[mt][1] = qf[mt][kk][1], a[mt][2] = qf[mt][kk][2],
+                    a[mt][3] = qf[mt][kk][3];
+                }
+            }
 #pragma unroll
             for (int np = 0; np < STILES / 2; ++np) {
                 // B = K^T: b0/b1 of key tile n are K[keys 8n..8n+7][dims 16kk..+7 / 16kk+8..+15], rows of sK as
@@ -199,73 +271,96 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
                 const int dim = kk * 16 + ((lane >> 3) & 1) * 8;
                 uint32_t b0, b1, b2, b3;
                 ldmatrix_x4(b0, b1, b2, b3, sK + key * SROW + dim);
-                mma_16816(s[2 * np], qf[kk], b0, b1);
-                mma_16816(s[2 * np + 1], qf[kk], b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_16816(s[mt][2 * np], a[mt], b0, b1);
+                    mma_16816(s[mt][2 * np + 1], a[mt], b2, b3);
+                }
             }
         }
         __syncthreads();  // every warp is done with sK
-        if (j + 1 < n_ktiles) load_tile(sK, kbase, kv_stride, (j + 1) * ATT_BC);
+        if (j + 1 < n_ktiles) load_tile(sK, kbase, kv_stride, (j + 1) * ATT_BC, ATT_BC);
         cp_async_commit();
 
         // Scale into log2 units; on tiles reaching past the block's first row, mask keys after the query (and past
         // the sequence end).
         const bool diag = (j * ATT_BC + ATT_BC - 1 > q0);
 #pragma unroll
-        for (int nt = 0; nt < STILES; ++nt) {
+        for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                float x = s[nt][c] * sl2;
-                if (diag) {
-                    const int qpos = q0 + warp * 16 + g + ((c >> 1) << 3);
-                    const int kpos = j * ATT_BC + nt * 8 + 2 * t + (c & 1);
-                    if (kpos > qpos || kpos >= seq_len) x = LARK_NEG_INF;
+            for (int nt = 0; nt < STILES; ++nt) {
+#pragma unroll
+                for (int c = 0; c < 4; ++c) {
+                    float x = s[mt][nt][c] * sl2;
+                    if (diag) {
+                        const int qpos = q0 + wrow0 + 16 * mt + g + ((c >> 1) << 3);
+                        const int kpos = j * ATT_BC + nt * 8 + 2 * t + (c & 1);
+                        if (kpos > qpos || kpos >= seq_len) x = LARK_NEG_INF;
+                    }
+                    s[mt][nt][c] = x;
                 }
-                s[nt][c] = x;
             }
         }
 
-        // Online softmax, rows g (r = 0: accumulator slots 0,1) and g+8 (r = 1: slots 2,3). A row's 64 scores
-        // sit in the 4 lanes of a quad (same g), so the row maximum is a quad reduction.
+        // Online softmax, per m-tile rows g (r = 0: accumulator slots 0,1) and g+8 (r = 1: slots 2,3). A row's 64
+        // scores sit in the 4 lanes of a quad (same g), so the row maximum is a quad reduction.
 #pragma unroll
-        for (int r = 0; r < (active ? 2 : 0); ++r) {
-            float mx = LARK_NEG_INF;
+        for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-            for (int nt = 0; nt < STILES; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[r], mx);
-            // Every row sees at least key 0 in tile 0, so m_new is finite; the guard keeps a fully masked row
-            // at zeros instead of NaN (−inf − −inf) should that ever change.
-            const float m_use = (m_new == LARK_NEG_INF) ? 0.f : m_new;
-            const float alpha = exp2f(m_run[r] - m_use);  // 0 on the first tile (m_run = −inf)
-            m_run[r] = m_new;
-            l_run[r] *= alpha;
+            for (int r = 0; r < (active ? 2 : 0); ++r) {
+                float mx = LARK_NEG_INF;
 #pragma unroll
-            for (int dt = 0; dt < DTILES; ++dt) {
-                o[dt][2 * r] *= alpha;
-                o[dt][2 * r + 1] *= alpha;
+                for (int nt = 0; nt < STILES; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m_run[mt][r], mx);
+                // Every row sees at least key 0 in tile 0, so m_new is finite; the guard keeps a fully masked row
+                // at zeros instead of NaN (−inf − −inf) should that ever change.
+                const float m_use = (m_new == LARK_NEG_INF) ? 0.f : m_new;
+                const float alpha = exp2f(m_run[mt][r] - m_use);  // 0 on the row's first keys (m_run = −inf)
+                m_run[mt][r] = m_new;
+                l_run[mt][r] *= alpha;
+#pragma unroll
+                for (int dt = 0; dt < DTILES; ++dt) {
+                    o[mt][dt][2 * r] *= alpha;
+                    o[mt][dt][2 * r + 1] *= alpha;
+                }
+                float rs = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < STILES; ++nt) {
+                    s[mt][nt][2 * r] = exp2f(s[mt][nt][2 * r] - m_use);  // masked: exp2(−inf) = 0
+                    s[mt][nt][2 * r + 1] = exp2f(s[mt][nt][2 * r + 1] - m_use);
+                    rs += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+                }
+                l_run[mt][r] += rs;
             }
-            float rs = 0.f;
+        }
+
+        // P as bf16 A fragments (as flash-attention does), packed here so the fp32 scores are dead before P·V.
+        uint32_t pf[MT][ATT_BC / 16][4];
 #pragma unroll
-            for (int nt = 0; nt < STILES; ++nt) {
-                s[nt][2 * r] = exp2f(s[nt][2 * r] - m_use);  // masked: exp2(−inf) = 0
-                s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - m_use);
-                rs += s[nt][2 * r] + s[nt][2 * r + 1];
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int kk = 0; kk < ATT_BC / 16; ++kk) {
+                pf[mt][kk][0] = lark_pack_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pf[mt][kk][1] = lark_pack_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pf[mt][kk][2] = lark_pack_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pf[mt][kk][3] = lark_pack_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
             }
-            l_run[r] += rs;
         }
 
         cp_async_wait<1>();  // V_j has landed (K_{j+1} may still be in flight)
         __syncthreads();
 
-        // O += P V_j. The score accumulators of key tiles 2kk, 2kk+1 are exactly the A fragment of k-step kk.
+        // O += P V_j. The score accumulators of key tiles 2kk, 2kk+1 are exactly the A fragment of k-step kk. Each
+        // V fragment read from shared memory feeds MT MMAs.
 #pragma unroll
         for (int kk = 0; kk < (active ? ATT_BC / 16 : 0); ++kk) {
-            uint32_t a[4];
-            a[0] = lark_pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = lark_pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = lark_pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = lark_pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[mt][i] = pf[mt][kk][i];
 #pragma unroll
             for (int dp = 0; dp < DTILES / 2; ++dp) {
                 // B = V: b0/b1 of dim tile n are V[keys 16kk+0..7 / +8..15][dims 8n..8n+7], loaded transposed.
@@ -274,30 +369,37 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
                 const int dim = dp * 16 + (lane >> 4) * 8;
                 uint32_t b0, b1, b2, b3;
                 ldmatrix_x4_trans(b0, b1, b2, b3, sV + key * SROW + dim);
-                mma_16816(o[2 * dp], a, b0, b1);
-                mma_16816(o[2 * dp + 1], a, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_16816(o[mt][2 * dp], a[mt], b0, b1);
+                    mma_16816(o[mt][2 * dp + 1], a[mt], b2, b3);
+                }
             }
         }
         __syncthreads();  // every warp is done with sV
-        if (j + 1 < n_ktiles) load_tile(sV, vbase, kv_stride, (j + 1) * ATT_BC);
+        if (j + 1 < n_ktiles) load_tile(sV, vbase, kv_stride, (j + 1) * ATT_BC, ATT_BC);
         cp_async_commit();
     }
     cp_async_wait<0>();  // only empty groups remain; leave nothing in flight
 
     // out = o / l, rows past the end of the sequence are not written.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float l = l_run[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = (l > 0.f) ? 1.f / l : 0.f;
-        const int qpos = q0 + warp * 16 + g + 8 * r;
-        if (qpos < seq_len) {
-            bf16* orow = out + static_cast<long long>(seq_begin + qpos) * q_stride + static_cast<long long>(head) * HD;
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-            for (int dt = 0; dt < DTILES; ++dt) {
-                *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * t) =
-                    lark_pack_bf16x2(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+        for (int r = 0; r < 2; ++r) {
+            float l = l_run[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = (l > 0.f) ? 1.f / l : 0.f;
+            const int qpos = q0 + wrow0 + 16 * mt + g + 8 * r;
+            if (qpos < seq_len) {
+                bf16* orow =
+                    out + static_cast<long long>(seq_begin + qpos) * q_stride + static_cast<long long>(head) * HD;
+#pragma unroll
+                for (int dt = 0; dt < DTILES; ++dt) {
+                    *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * t) =
+                        lark_pack_bf16x2(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
+                }
             }
         }
     }
@@ -305,20 +407,24 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
 
 }  // namespace
 
-#define LARK_ATTENTION_ENTRY(NAME, HD, BR)                                                                          \
-    extern "C" __global__ void __launch_bounds__(2 * BR, 1)                                                         \
+// NAME(HD, BR, MT): BR query rows per block, MT 16-row m-tiles per warp, so BR / (16·MT) warps. MT = 2 needs
+// attn_dynamic_smem_bytes<HD, BR, 2>() of dynamic shared memory per block (set by the launch wrapper).
+#define LARK_ATTENTION_ENTRY(NAME, HD, BR, MT)                                                                      \
+    extern "C" __global__ void __launch_bounds__(BR * 2 / MT, MT)                                                   \
         NAME(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,                   \
              bf16* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs,                             \
              const int* __restrict__ tile_seq, const int* __restrict__ tile_start, int num_tiles, int num_heads,   \
              int num_kv_heads, float softmax_scale) {                                                              \
-        attention_tile<HD, BR>(q, k, v, out, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads,        \
-                           num_kv_heads, softmax_scale);                                                            \
+        attention_tile<HD, BR, MT>(q, k, v, out, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads,  \
+                                   num_kv_heads, softmax_scale);                                                    \
     }
 
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64, 64, 64)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128, 64)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128, 64, 128)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128, 128, 128)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64, 64, 64, 1)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128, 64, 1)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128, 64, 128, 1)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128, 128, 128, 1)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128_w32, 64, 128, 2)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128_w32, 128, 128, 2)
 
 // Fallback for any head_dim in 1..=256: warp w of the grid handles query token w / num_heads, head w % num_heads.
 // Lane l owns dims l, l+32, ...; each score is a warp sum; plain fp32 online softmax with expf.

@@ -91,18 +91,17 @@ fn cuda_backend_says_why_it_is_unavailable() {
     assert!(desc.starts_with("cpu") && desc.contains("auto"), "{desc}");
 }
 
-/// kernels/emu/test_layers.cpp: the embedding, norm, rope and SwiGLU kernels compiled as C++ under the warp
-/// emulator and checked against fp64 references (no GPU needed). Skipped when no g++ is installed.
-#[test]
-fn layer_kernels_under_the_emulator() {
+/// Compile `kernels/emu/<source>` as C++ under the warp emulator (kernels/emu/emu.h), run it with `args` and
+/// require success and `ok_marker` in its output. Skipped, saying so, when no g++ is installed.
+fn run_under_the_emulator(source: &str, args: &[&str], ok_marker: &str) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     if Command::new(&cxx).arg("--version").output().is_err() {
-        eprintln!("no {cxx}: emulator check skipped");
+        eprintln!("no {cxx}: emulator check of {source} SKIPPED");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("test_layers");
+    let exe = dir.path().join(source.trim_end_matches(".cpp"));
     let emu = root.join("kernels/emu");
     let out = Command::new(&cxx)
         .args(["-std=c++17", "-O1", "-fno-strict-aliasing", "-DLARK_EMULATE", "-I"])
@@ -113,11 +112,25 @@ fn layer_kernels_under_the_emulator() {
         .arg(emu.join("emu.h"))
         .arg("-o")
         .arg(&exe)
-        .arg(emu.join("test_layers.cpp"))
+        .arg(emu.join(source))
         .output()
         .unwrap();
-    assert!(out.status.success(), "compile: {}", String::from_utf8_lossy(&out.stderr));
-    let run = Command::new(&exe).output().unwrap();
+    assert!(out.status.success(), "compile {source}: {}", String::from_utf8_lossy(&out.stderr));
+    let run = Command::new(&exe).args(args).output().unwrap();
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success() && text.contains("all ok"), "{text}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success() && text.contains(ok_marker), "{text}\n{}", String::from_utf8_lossy(&run.stderr));
+}
+
+/// kernels/emu/test_layers.cpp: the embedding, norm, rope and SwiGLU kernels checked against fp64 references.
+#[test]
+fn layer_kernels_under_the_emulator() {
+    run_under_the_emulator("test_layers.cpp", &[], "all ok");
+}
+
+/// kernels/emu/test_kernels.cpp --quick: every attention kernel (64/128-row tiles, 16/32 rows per warp, generic,
+/// fp32) and the vocabulary-statistics kernels against fp64 references, with cp.async copies landing only at the
+/// wait that retires them (a read before its wait fails). The full set of cases: `kernels/emu/run.sh`.
+#[test]
+fn attention_and_vocab_kernels_under_the_emulator() {
+    run_under_the_emulator("test_kernels.cpp", &["--quick"], "all emulated kernel checks passed");
 }

@@ -12,19 +12,27 @@
 //     C/D (16x8 f32): c0,c1 (row g, n 2t,2t+1), c2,c3 (row g+8, n 2t,2t+1)          with g = lane/4, t = lane%4
 //     ldmatrix .x4: lanes 8j..8j+7 give the row addresses of matrix j; reg j of lane L = row L/4, columns
 //                   2(L%4), 2(L%4)+1 of matrix j (.trans: column L/4, rows 2(L%4), 2(L%4)+1).
-// - cp.async: an immediate 16-byte copy, alignment checked; wait/commit are no-ops (the copy is already done,
-//   so this cannot find a missing wait: races are for the real GPU run to expose).
+// - cp.async: the 16 source bytes are read at issue (so an out-of-bounds source faults there), but they land in
+//   shared memory only when the issuing thread's cp.async.wait_group retires their commit group, the latest moment
+//   the hardware allows. A read of a tile before the wait that covers it therefore sees the previous tile (or the
+//   previous block's data) and fails the check; a copy issued into a tile other warps still read lands while they
+//   read it. Copies still pending when a thread exits are an error (the kernel left a group in flight).
 // - __shared__ becomes `static`: blocks run one after another, so per-block shared memory is one static array.
+//   Dynamic shared memory (`lark_dynamic_smem`) is a guarded buffer of exactly the launch's size
+//   (launch_dyn), NaN-poisoned before every block, so reading past the requested size faults.
 // Out-of-bounds global reads are caught by the test's guarded allocations (a PROT_NONE page after each buffer).
 #pragma once
 
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <vector>
 
@@ -65,8 +73,20 @@ struct Barrier {
     unsigned count = 0, gen = 0;
 };
 
+// One cp.async: its destination and the 16 bytes read at issue.
+struct AsyncCopy {
+    void* dst;
+    unsigned char bytes[16];
+};
+// A thread's copies not yet in shared memory: the open (uncommitted) group and the committed groups, oldest first.
+struct AsyncQueue {
+    std::vector<AsyncCopy> open;
+    std::deque<std::vector<AsyncCopy>> committed;
+};
+
 struct State {
     std::vector<Fiber> fibers;
+    std::vector<AsyncQueue> async;  // per thread
     ucontext_t sched;
     int cur = -1;
     unsigned nthreads = 0, exited = 0;
@@ -77,6 +97,8 @@ struct State {
     std::vector<std::vector<unsigned char>> slots;  // per thread: 64 bytes of deposited operands
     std::function<void()> body;
     dim3 block_idx, block_dim, grid_dim;
+    unsigned char* dyn_smem = nullptr;  // the guarded dynamic shared memory of the current launch
+    size_t dyn_bytes = 0;
 };
 inline State& st() {
     static State s;
@@ -127,6 +149,8 @@ inline unsigned char* slot(int l) {
 inline void trampoline() {
     State& S = st();
     S.body();
+    const AsyncQueue& q = S.async[S.cur];
+    if (!q.open.empty() || !q.committed.empty()) fail("a thread exited with cp.async copies still in flight");
     S.fibers[S.cur].done = true;
     ++S.exited;
     ++S.progress;
@@ -145,6 +169,8 @@ inline void run_block(unsigned bx, dim3 block) {
     S.warp_bar.assign(n / 32, Barrier{});
     S.warp_exited.assign(n / 32, 0);
     S.slots.assign(n, std::vector<unsigned char>(64));
+    S.async.assign(n, AsyncQueue{});
+    if (S.dyn_smem != nullptr) std::memset(S.dyn_smem, 0xff, S.dyn_bytes);  // NaN in bf16 and fp32
     S.block_idx = dim3{bx, 0, 0};
     S.block_dim = block;
     S.fibers.resize(n);
@@ -173,14 +199,32 @@ inline void run_block(unsigned bx, dim3 block) {
     S.cur = -1;
 }
 
-// Runs grid.x blocks one after another. `body` is the kernel call (a lambda capturing the arguments).
-inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
+// A buffer of `bytes` (a multiple of 16) that ends exactly at a PROT_NONE page. Never freed (test processes).
+inline unsigned char* guarded_bytes(size_t bytes) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t pages = (bytes + page - 1) / page + 1;
+    void* base = mmap(nullptr, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) fail("mmap");
+    char* guard = static_cast<char*>(base) + (pages - 1) * page;
+    if (mprotect(guard, page, PROT_NONE) != 0) fail("mprotect");
+    return reinterpret_cast<unsigned char*>(guard - bytes);
+}
+
+// Runs grid.x blocks one after another with `dyn_bytes` of dynamic shared memory per block. `body` is the kernel
+// call (a lambda capturing the arguments).
+inline void launch_dyn(dim3 grid, dim3 block, size_t dyn_bytes, std::function<void()> body) {
     State& S = st();
+    if (dyn_bytes % 16 != 0) fail("dynamic shared memory size must be a multiple of 16");
+    S.dyn_bytes = dyn_bytes;
+    S.dyn_smem = dyn_bytes > 0 ? guarded_bytes(dyn_bytes) : nullptr;
     S.body = std::move(body);
     S.grid_dim = grid;
     if (grid.y != 1 || grid.z != 1) fail("emulator supports 1-D grids");
     for (unsigned b = 0; b < grid.x; ++b) run_block(b, block);
+    S.dyn_smem = nullptr;
+    S.dyn_bytes = 0;
 }
+inline void launch(dim3 grid, dim3 block, std::function<void()> body) { launch_dyn(grid, block, 0, std::move(body)); }
 
 template <class T>
 inline T shfl_xor(T v, int o) {
@@ -255,11 +299,32 @@ inline double __longlong_as_double(long long i) {
 inline void cp_async16(void* smem, const void* gmem) {
     if (reinterpret_cast<uintptr_t>(smem) % 16 || reinterpret_cast<uintptr_t>(gmem) % 16)
         emu::fail("misaligned cp.async");
-    std::memcpy(smem, gmem, 16);
+    emu::AsyncCopy c;
+    c.dst = smem;
+    std::memcpy(c.bytes, gmem, 16);
+    emu::st().async[emu::st().cur].open.push_back(c);
 }
-inline void cp_async_commit() {}
+inline void cp_async_commit() {
+    emu::AsyncQueue& q = emu::st().async[emu::st().cur];
+    q.committed.push_back(std::move(q.open));
+    q.open.clear();
+}
+// Retire (land) every committed group but the newest N.
 template <int N>
-inline void cp_async_wait() {}
+inline void cp_async_wait() {
+    emu::AsyncQueue& q = emu::st().async[emu::st().cur];
+    while (q.committed.size() > static_cast<size_t>(N)) {
+        for (const emu::AsyncCopy& c : q.committed.front()) std::memcpy(c.dst, c.bytes, 16);
+        q.committed.pop_front();
+    }
+}
+// The block's dynamic shared memory and its size (launch_dyn).
+inline unsigned char* lark_dynamic_smem() {
+    if (emu::st().dyn_smem == nullptr) emu::fail("dynamic shared memory used by a launch that requested none");
+    return emu::st().dyn_smem;
+}
+inline unsigned lark_dynamic_smem_bytes() { return static_cast<unsigned>(emu::st().dyn_bytes); }
+inline void __trap() { emu::fail("__trap()"); }
 
 inline void ldmatrix_impl(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* p, bool trans) {
     if (reinterpret_cast<uintptr_t>(p) % 16) emu::fail("misaligned ldmatrix row");

@@ -48,6 +48,7 @@ struct AttnCase {
     bool generic;
     float qscale;
     int br = 64;  // query tile of the tensor-core kernel: 64 or 128 rows
+    int mt = 1;   // 16-row m-tiles per warp: 1, or 2 (the _w32 kernels: 32 rows per warp, dynamic shared memory)
 };
 
 static bf16 to_bf16(float f) { return __float2bfloat16(f); }
@@ -98,8 +99,21 @@ static void run_attention_case(const AttnCase& c, std::mt19937& rng) {
         std::copy(tseq.begin(), tseq.end(), d_tiles);
         std::copy(tstart.begin(), tstart.end(), d_tiles + nt);
         const unsigned blocks = static_cast<unsigned>(nt * c.H);
-        emu::launch(dim3{blocks, 1, 1}, dim3{static_cast<unsigned>(2 * c.br), 1, 1}, [&] {
-            if (c.D == 64 && c.br == 64)
+        const unsigned threads = static_cast<unsigned>(2 * c.br / c.mt);
+        // The _w32 kernels' dynamic shared memory, exactly what the Rust wrapper passes
+        // (AttentionKernel::dynamic_smem_bytes); the kernel traps if it is less than its layout needs.
+        const size_t dyn = c.mt == 1 ? 0 : (c.D == 64 ? attn_dynamic_smem_bytes<64, 128, 2>()
+                                                      : attn_dynamic_smem_bytes<128, 128, 2>());
+        emu::launch_dyn(dim3{blocks, 1, 1}, dim3{threads, 1, 1}, dyn, [&] {
+            if (c.mt == 2 && c.D == 64 && c.br == 128)
+                attention_varlen_bf16_hd64_br128_w32(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv,
+                                                     scale);
+            else if (c.mt == 2 && c.D == 128 && c.br == 128)
+                attention_varlen_bf16_hd128_br128_w32(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv,
+                                                      scale);
+            else if (c.mt != 1)
+                emu::fail("32-row warps only with 128-row query tiles");
+            else if (c.D == 64 && c.br == 64)
                 attention_varlen_bf16_hd64(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv, scale);
             else if (c.D == 128 && c.br == 64)
                 attention_varlen_bf16_hd128(q, k, v, out, d_cu, S, d_tiles, d_tiles + nt, nt, c.H, c.Hkv, scale);
@@ -160,7 +174,7 @@ static void run_attention_case(const AttnCase& c, std::mt19937& rng) {
     for (size_t i = 0; i < c.lens.size() && i < 8; ++i) lens += std::to_string(c.lens[i]) + " ";
     if (c.lens.size() > 8) lens += "... (" + std::to_string(c.lens.size()) + " seqs)";
     std::printf("attention %-8s D=%-3d H=%d Hkv=%d qscale=%.1f T=%-5d lens [%s]: rel %.2e, max |err| %.2e, unwritten %zu\n",
-                c.generic ? "generic" : (c.br == 128 ? "tc-br128" : "tensor"), c.D, c.H, c.Hkv, c.qscale, T, lens.c_str(), rel, maxerr, unwritten);
+                c.generic ? "generic" : (c.mt == 2 ? "tc-w32" : (c.br == 128 ? "tc-br128" : "tensor")), c.D, c.H, c.Hkv, c.qscale, T, lens.c_str(), rel, maxerr, unwritten);
     CHECK(unwritten == 0, "attention: %zu output elements not written", unwritten);
     CHECK(rel < 1e-2, "attention: relative error %.3e", rel);
     CHECK(maxerr < 3e-2, "attention: max abs error %.3e", maxerr);
@@ -411,6 +425,8 @@ int main(int argc, char** argv) {
         {{1, 9, 65}, 2, 1, 128, true, 1.f},
         {{1, 64, 65, 3, 130, 128, 129, 200}, 4, 2, 64, false, 3.f, 128},
         {{129, 7, 1, 255}, 2, 2, 128, false, 1.f, 128},
+        {{1, 64, 65, 3, 130, 128, 129, 200}, 4, 2, 64, false, 3.f, 128, 2},
+        {{129, 7, 1, 255, 32, 33}, 3, 1, 128, false, 1.f, 128, 2},
     };
     if (!quick) {
         std::vector<int> many(24, 0);
@@ -418,6 +434,8 @@ int main(int argc, char** argv) {
         many.push_back(700);
         ac.push_back({many, 2, 1, 64, false, 3.f});
         ac.push_back({{300, 2, 257}, 2, 1, 128, false, 5.f});
+        ac.push_back({many, 2, 1, 64, false, 3.f, 128, 2});
+        ac.push_back({{300, 2, 257, 96}, 2, 1, 128, false, 5.f, 128, 2});
     }
     if (attention)
         for (const auto& c : ac) run_attention_case(c, rng);

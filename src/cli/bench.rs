@@ -173,6 +173,12 @@ pub fn run(a: Args) -> Result<()> {
         "topk_brier": a.topk_brier, "gemm_ceiling_tflops": ceiling,
         "fraction_of_ceiling": ceiling.map(|c| tflops / c), "precision": a.precision.name(),
         "attention_query_tile": cuda::attention::query_tile_setting(),
+        "attention_warp_rows": cuda::attention::warp_rows_setting(),
+        // The attention kernel of this model on the GPU backend (null on the CPU backend, which, alone, has no
+        // GEMM ceiling).
+        "attention_kernel": ceiling.and_then(|_| {
+            cuda::attention::AttentionKernel::for_args(model.config.head_dim, a.precision).ok().map(|k| k.entry_point())
+        }),
     });
     if a.json {
         println!("{v}");

@@ -7,11 +7,15 @@
 //! The tensor-core kernels (`head_dim` 64 or 128) take a [`TileTable`] built on the host from the same
 //! `cu_seqlens`: one entry per query tile of 128 rows (8 warps, the `_br128` variants, the default: half the K/V
 //! traffic per query row, 1.5–3% faster end to end on an H200) or 64 rows (4 warps; `LARK_ATTENTION_QUERY_TILE=64`).
+//! The `_w32` variants (`LARK_ATTENTION_WARP_ROWS=32`, opt-in until measured on a GPU) give each warp 32 of the 128
+//! rows instead of 16, so every K and V fragment read from shared memory feeds two MMAs instead of one (the
+//! flash-attention-2 layout: 4 warps × 32 rows); they use dynamic shared memory ([`AttentionKernel::dynamic_smem_bytes`]).
 //! Any other `head_dim` ≤ 256 goes to the simple fallback kernel.
 
 use super::device::{cu, Gpu};
 use super::ops::{DevPtr, Precision};
 use crate::error::{LarkError, Result};
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
 /// Query rows per block of the default tensor-core kernels (and the granularity of their tile table).
@@ -29,6 +33,21 @@ pub fn query_tile_setting() -> usize {
         _ => 128,
     })
 }
+/// Query rows per warp of the tensor-core kernels with 128-row tiles: `LARK_ATTENTION_WARP_ROWS` (16 or 32), read
+/// once; default 16 (the `_br128` kernels, measured). 32 selects the `_w32` kernels, which passed the emulator but
+/// have not yet been timed or run on a GPU (issue 5's next device call compares them in one run:
+/// `TILES="128 128w32" scripts/gpu-bench.sh`). Ignored with 64-row tiles.
+pub fn warp_rows_setting() -> usize {
+    static SETTING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SETTING.get_or_init(|| match std::env::var("LARK_ATTENTION_WARP_ROWS").ok().as_deref() {
+        Some("32") => 32,
+        _ => 16,
+    })
+}
+
+/// Static shared memory a kernel may use without opting in; more needs `MAX_DYNAMIC_SHARED_SIZE_BYTES`.
+const DEFAULT_SMEM_LIMIT: u32 = 48 * 1024;
+
 /// Largest head_dim the fallback kernel accepts.
 pub const MAX_GENERIC_HEAD_DIM: usize = 256;
 
@@ -43,6 +62,10 @@ pub enum AttentionKernel {
     Hd64Br128,
     /// `attention_varlen_bf16_hd128_br128`: tensor cores, head_dim 128, 128-row query tiles.
     Hd128Br128,
+    /// `attention_varlen_bf16_hd64_br128_w32`: as `Hd64Br128` with 32 rows per warp (4 warps).
+    Hd64W32,
+    /// `attention_varlen_bf16_hd128_br128_w32`: as `Hd128Br128` with 32 rows per warp (4 warps), Q in shared memory.
+    Hd128W32,
     /// `attention_varlen_generic`: one warp per (query, head), any head_dim ≤ 256.
     Generic,
     /// `attention_varlen_generic_f32`: the generic kernel on fp32 q/k/v/out ([`Precision::Fp32`]).
@@ -58,11 +81,14 @@ impl AttentionKernel {
         }
     }
 
-    /// The fastest bf16 kernel for `head_dim` (the query tile of [`query_tile_setting`]), or an error when none
-    /// supports it.
+    /// The fastest bf16 kernel for `head_dim` (the query tile of [`query_tile_setting`], the warp rows of
+    /// [`warp_rows_setting`]), or an error when none supports it.
     pub fn for_head_dim(head_dim: usize) -> Result<Self> {
         let wide = query_tile_setting() == 128;
+        let w32 = wide && warp_rows_setting() == 32;
         match head_dim {
+            64 if w32 => Ok(AttentionKernel::Hd64W32),
+            128 if w32 => Ok(AttentionKernel::Hd128W32),
             64 if wide => Ok(AttentionKernel::Hd64Br128),
             128 if wide => Ok(AttentionKernel::Hd128Br128),
             64 => Ok(AttentionKernel::Hd64),
@@ -74,6 +100,16 @@ impl AttentionKernel {
         }
     }
 
+    /// Every tensor-core kernel for `head_dim` (64- and 128-row tiles, 16 and 32 rows per warp); empty when only
+    /// the generic kernel supports it. The selftest checks all of them whichever is the default.
+    pub fn tensor_core_variants(head_dim: usize) -> &'static [AttentionKernel] {
+        match head_dim {
+            64 => &[AttentionKernel::Hd64, AttentionKernel::Hd64Br128, AttentionKernel::Hd64W32],
+            128 => &[AttentionKernel::Hd128, AttentionKernel::Hd128Br128, AttentionKernel::Hd128W32],
+            _ => &[],
+        }
+    }
+
     /// The kernel's entry point name in the embedded fatbin.
     pub fn entry_point(self) -> &'static str {
         match self {
@@ -81,6 +117,8 @@ impl AttentionKernel {
             AttentionKernel::Hd128 => "attention_varlen_bf16_hd128",
             AttentionKernel::Hd64Br128 => "attention_varlen_bf16_hd64_br128",
             AttentionKernel::Hd128Br128 => "attention_varlen_bf16_hd128_br128",
+            AttentionKernel::Hd64W32 => "attention_varlen_bf16_hd64_br128_w32",
+            AttentionKernel::Hd128W32 => "attention_varlen_bf16_hd128_br128_w32",
             AttentionKernel::Generic => "attention_varlen_generic",
             AttentionKernel::GenericF32 => "attention_varlen_generic_f32",
         }
@@ -89,8 +127,8 @@ impl AttentionKernel {
     /// The head_dim a tensor-core kernel is compiled for (None: any).
     fn fixed_head_dim(self) -> Option<usize> {
         match self {
-            AttentionKernel::Hd64 | AttentionKernel::Hd64Br128 => Some(64),
-            AttentionKernel::Hd128 | AttentionKernel::Hd128Br128 => Some(128),
+            AttentionKernel::Hd64 | AttentionKernel::Hd64Br128 | AttentionKernel::Hd64W32 => Some(64),
+            AttentionKernel::Hd128 | AttentionKernel::Hd128Br128 | AttentionKernel::Hd128W32 => Some(128),
             AttentionKernel::Generic | AttentionKernel::GenericF32 => None,
         }
     }
@@ -110,17 +148,41 @@ impl AttentionKernel {
     /// Rows per entry of the tile table this kernel reads (the generic kernels read none).
     pub fn query_tile(self) -> usize {
         match self {
-            AttentionKernel::Hd64Br128 | AttentionKernel::Hd128Br128 => 128,
+            AttentionKernel::Hd64Br128
+            | AttentionKernel::Hd128Br128
+            | AttentionKernel::Hd64W32
+            | AttentionKernel::Hd128W32 => 128,
             _ => QUERY_TILE,
         }
     }
 
-    /// Threads per block (2 per query row of the tensor-core kernels' tile: one warp per 16 rows).
+    /// Query rows per warp of a tensor-core kernel (16: one m16n8k16 row block; 32: two).
+    pub fn warp_rows(self) -> usize {
+        match self {
+            AttentionKernel::Hd64W32 | AttentionKernel::Hd128W32 => 32,
+            _ => 16,
+        }
+    }
+
+    /// Threads per block: one warp per [`Self::warp_rows`] rows of the tensor-core kernels' tile.
     fn threads(self) -> u32 {
         if self.is_generic() {
             THREADS
         } else {
-            2 * self.query_tile() as u32
+            (self.query_tile() / self.warp_rows() * 32) as u32
+        }
+    }
+
+    /// Dynamic shared memory per block, in bytes: `attn_dynamic_smem_bytes<HD, 128, 2>()` of kernels/attention.cu
+    /// for the `_w32` kernels (K and V tiles of 64 padded rows of `HD + 8` bf16, plus the 128-row Q tile when
+    /// HD = 128), 0 for the others (static shared memory). The kernel traps when given less than its layout needs,
+    /// so a disagreement fails the first launch instead of overrunning.
+    pub fn dynamic_smem_bytes(self) -> u32 {
+        let row_bytes = |hd: u32| (hd + 8) * 2;
+        match self {
+            AttentionKernel::Hd64W32 => 2 * 64 * row_bytes(64),
+            AttentionKernel::Hd128W32 => (2 * 64 + 128) * row_bytes(128),
+            _ => 0,
         }
     }
 }
@@ -260,7 +322,11 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
     if blocks >= (1 << 31) {
         return bad(format!("{blocks} blocks exceed the grid limit; split the batch"));
     }
-    Ok(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (kind.threads(), 1, 1), shared_mem_bytes: 0 })
+    Ok(LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (kind.threads(), 1, 1),
+        shared_mem_bytes: kind.dynamic_smem_bytes(),
+    })
 }
 
 /// Launch `func` (which must be `kind`'s entry point) on `stream`. Nothing is launched for an empty batch.
@@ -273,6 +339,16 @@ pub fn launch_attention(
     let cfg = launch_config(kind, a)?;
     if cfg.grid_dim.0 == 0 {
         return Ok(());
+    }
+    if cfg.shared_mem_bytes > DEFAULT_SMEM_LIMIT {
+        // Opt in to more than 48 KiB of dynamic shared memory (idempotent, per function and context).
+        cu(
+            func.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                cfg.shared_mem_bytes as i32,
+            ),
+            &format!("allow {} bytes of shared memory for {}", cfg.shared_mem_bytes, kind.entry_point()),
+        )?;
     }
     // launch_config bounded all of these by i32::MAX. The builder holds references to them until the launch.
     let (num_seqs, num_heads, num_kv_heads) = (a.num_seqs as i32, a.num_heads as i32, a.num_kv_heads as i32);
@@ -375,9 +451,24 @@ mod tests {
     #[test]
     fn kernel_choice_by_head_dim() {
         let wide = query_tile_setting() == 128;
+        let w32 = wide && warp_rows_setting() == 32;
         let (k64, k128) = (AttentionKernel::for_head_dim(64).unwrap(), AttentionKernel::for_head_dim(128).unwrap());
-        assert_eq!(k64, if wide { AttentionKernel::Hd64Br128 } else { AttentionKernel::Hd64 });
-        assert_eq!(k128, if wide { AttentionKernel::Hd128Br128 } else { AttentionKernel::Hd128 });
+        let pick = |narrow, br128, w| {
+            if w32 {
+                w
+            } else if wide {
+                br128
+            } else {
+                narrow
+            }
+        };
+        assert_eq!(k64, pick(AttentionKernel::Hd64, AttentionKernel::Hd64Br128, AttentionKernel::Hd64W32));
+        assert_eq!(k128, pick(AttentionKernel::Hd128, AttentionKernel::Hd128Br128, AttentionKernel::Hd128W32));
+        for d in [64, 128] {
+            assert!(AttentionKernel::tensor_core_variants(d).contains(&AttentionKernel::for_head_dim(d).unwrap()));
+            assert!(AttentionKernel::tensor_core_variants(d).iter().all(|k| k.fixed_head_dim() == Some(d)));
+        }
+        assert!(AttentionKernel::tensor_core_variants(80).is_empty());
         assert_eq!(AttentionKernel::for_head_dim(80).unwrap(), AttentionKernel::Generic);
         assert_eq!(AttentionKernel::for_head_dim(256).unwrap(), AttentionKernel::Generic);
         assert!(AttentionKernel::for_head_dim(0).is_err());
@@ -396,6 +487,14 @@ mod tests {
         // 128-row tiles: 8 warps.
         let w = args(AttentionKernel::Hd128Br128);
         assert_eq!(launch_config(AttentionKernel::Hd128Br128, &w).unwrap().block_dim, (256, 1, 1));
+        assert_eq!(launch_config(AttentionKernel::Hd128Br128, &w).unwrap().shared_mem_bytes, 0);
+        // 32 rows per warp: 4 warps and dynamic shared memory (K, V, and Q for head_dim 128).
+        let w = args(AttentionKernel::Hd128W32);
+        let c = launch_config(AttentionKernel::Hd128W32, &w).unwrap();
+        assert_eq!((c.block_dim, c.shared_mem_bytes), ((128, 1, 1), 256 * 136 * 2));
+        let w64 = args(AttentionKernel::Hd64W32);
+        let c = launch_config(AttentionKernel::Hd64W32, &w64).unwrap();
+        assert_eq!((c.block_dim, c.shared_mem_bytes), ((128, 1, 1), 128 * 72 * 2));
         // A tile table of the wrong granularity or activations of the wrong type are refused.
         let mut bad = w;
         bad.query_tile = 64;

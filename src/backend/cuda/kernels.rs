@@ -31,6 +31,8 @@ pub const ENTRY_POINTS: &[&str] = &[
     "attention_varlen_bf16_hd128",
     "attention_varlen_bf16_hd64_br128",
     "attention_varlen_bf16_hd128_br128",
+    "attention_varlen_bf16_hd64_br128_w32",
+    "attention_varlen_bf16_hd128_br128_w32",
     "attention_varlen_generic",
     "attention_varlen_generic_f32",
     // kernels/vocab_stats.cu (K)

@@ -729,14 +729,8 @@ fn attention_cases(r: &mut Runner<'_>, long_len: usize) {
         let mut outs: Vec<Option<Vec<f32>>> = Vec::new();
         let mut kinds: Vec<AttentionKernel> =
             if best == AttentionKernel::Generic { vec![best] } else { vec![best, AttentionKernel::Generic] };
-        // The other query tile of the tensor-core kernel (64 vs 128 rows), so both variants are always checked.
-        match best {
-            AttentionKernel::Hd64 => kinds.push(AttentionKernel::Hd64Br128),
-            AttentionKernel::Hd128 => kinds.push(AttentionKernel::Hd128Br128),
-            AttentionKernel::Hd64Br128 => kinds.push(AttentionKernel::Hd64),
-            AttentionKernel::Hd128Br128 => kinds.push(AttentionKernel::Hd128),
-            _ => {}
-        }
+        // Every other tensor-core variant (64- vs 128-row tiles, 16 vs 32 rows per warp), so all are always checked.
+        kinds.extend(AttentionKernel::tensor_core_variants(c.d).iter().filter(|&&k| k != best));
         // The fp32 kernel on the same (bf16-valued) inputs: a tighter bound, the generic kernel's arithmetic.
         kinds.push(AttentionKernel::GenericF32);
         for kind in kinds {
@@ -761,12 +755,17 @@ fn attention_cases(r: &mut Runner<'_>, long_len: usize) {
                 let cmp = compare(&got, &want);
                 got_out = Some(got);
                 let cmp = if cmp.max_abs > max_abs_bound { Cmp { rel: cmp.rel.max(1.0), ..cmp } } else { cmp };
+                // Causal attention FLOPs: QKᵀ and PV over t(t+1)/2 pairs per head (as `lark bench` counts them).
+                let flops: f64 = c.lens.iter().map(|&t| 4.0 * (t * (t + 1) / 2) as f64 * (d * nh) as f64).sum();
                 Ok((
                     cmp,
                     ms,
                     format!(
-                        "worst seq #{} (len {}) rel {:.1e}; max|Δ| bound {max_abs_bound:.0e}",
-                        worst.1, c.lens[worst.1], worst.0
+                        "worst seq #{} (len {}) rel {:.1e}; max|Δ| bound {max_abs_bound:.0e}; {:.0} TFLOP/s",
+                        worst.1,
+                        c.lens[worst.1],
+                        worst.0,
+                        flops / (ms.max(1e-9) * 1e-3) / 1e12
                     ),
                 ))
             });
