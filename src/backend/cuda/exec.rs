@@ -81,6 +81,11 @@ pub trait Exec {
     fn topk_brier(&self, block: &LogitsBlock, k: usize, out: DevPtr) -> Result<()>;
 }
 
+// The adapter from the trait to the real kernels. It forwards on purpose: each kernel's launch wrapper stays in its
+// own module beside its checks (ops.rs for the layer kernels and cuBLAS, attention.rs, vocab_stats.rs; the
+// "Wrapper" column of KERNELS.md), where the selftest calls it directly and with explicit kernel choices the trait
+// does not offer (e.g. every attention variant); moving the bodies here would leave attention and the vocabulary
+// statistics as the odd ones out or pull two more modules into this file.
 impl Exec for Gpu {
     type Buf<T: Elem> = CudaSlice<T>;
 
