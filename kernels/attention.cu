@@ -107,7 +107,7 @@ __host__ __device__ constexpr unsigned attn_dynamic_smem_bytes() {
     return MT == 1 ? 0u : (2u * ATT_BC + (attn_q_in_smem<HD, MT>() ? BR : 0)) * attn_smem_row<HD>() * 2u;
 }
 
-template <int HD, int BR, int MT>
+template <int HD, int BR, int MT, bool LEAN_SOFTMAX>
 __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                const bf16* __restrict__ v, bf16* __restrict__ out,
                                                const int* __restrict__ cu_seqlens, int num_seqs,
@@ -116,6 +116,11 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
     static_assert(HD % 16 == 0 && HD >= 16 && HD <= 256, "head_dim must be a multiple of 16, at most 256");
     static_assert(BR == 64 || BR == 128, "query tile of 64 or 128 rows");
     static_assert(MT == 1 || MT == 2, "one or two 16-row m-tiles per warp");
+    // LEAN_SOFTMAX: fewer non-MMA instructions per key tile (the loop is issue-bound: ~8 per HMMA with 16-row warps).
+    // The softmax scale is folded into exp2's argument (one FFMA per score instead of a separate scaling FMUL;
+    // needs softmax_scale > 0, checked by the host, so the raw and scaled maxima are the same element), and the
+    // accumulator rescale by 2^(m − m') is skipped for the whole warp when no row's maximum grew (its factor is
+    // then exactly 1: skipping it changes no bit).
     constexpr int WROWS = 16 * MT;         // query rows per warp
     static_assert(BR % WROWS == 0, "whole warps per query tile");
     constexpr int THREADS = BR / WROWS * 32;
@@ -171,15 +176,23 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
 
     // Rows r0 .. r0+nrows-1 of a [seq_len, stride] matrix into a padded shared tile. Rows at or past the end of the
     // sequence are zero-filled, never read: they belong to the next sequence or lie past the buffer.
+    auto load_chunk = [&](bf16* dst, const bf16* base, long long stride, int r0, int c) {
+        const int r = c / CHUNKS, cc = c % CHUNKS;
+        bf16* d = dst + r * SROW + cc * 8;
+        if (r0 + r < seq_len) {
+            cp_async16(d, base + static_cast<long long>(r0 + r) * stride + cc * 8);
+        } else {
+            *reinterpret_cast<uint4*>(d) = make_uint4(0u, 0u, 0u, 0u);
+        }
+    };
     auto load_tile = [&](bf16* dst, const bf16* base, long long stride, int r0, int nrows) {
-        for (int c = tid; c < nrows * CHUNKS; c += THREADS) {
-            const int r = c / CHUNKS, cc = c % CHUNKS;
-            bf16* d = dst + r * SROW + cc * 8;
-            if (r0 + r < seq_len) {
-                cp_async16(d, base + static_cast<long long>(r0 + r) * stride + cc * 8);
-            } else {
-                *reinterpret_cast<uint4*>(d) = make_uint4(0u, 0u, 0u, 0u);
-            }
+        if constexpr (MT == 2) {
+            // Unrolled only twice: the 4-warp blocks issue 8 chunks per thread per tile, and fully unrolled address
+            // arithmetic pushed hd128_w32 past 255 registers (spills).
+#pragma unroll 2
+            for (int c = tid; c < nrows * CHUNKS; c += THREADS) load_chunk(dst, base, stride, r0, c);
+        } else {
+            for (int c = tid; c < nrows * CHUNKS; c += THREADS) load_chunk(dst, base, stride, r0, c);
         }
     };
 
@@ -282,8 +295,8 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
         if (j + 1 < n_ktiles) load_tile(sK, kbase, kv_stride, (j + 1) * ATT_BC, ATT_BC);
         cp_async_commit();
 
-        // Scale into log2 units; on tiles reaching past the block's first row, mask keys after the query (and past
-        // the sequence end).
+        // Scale into log2 units (LEAN_SOFTMAX: later, inside exp2's FFMA); on tiles reaching past the block's first
+        // row, mask keys after the query (and past the sequence end).
         const bool diag = (j * ATT_BC + ATT_BC - 1 > q0);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
@@ -291,7 +304,8 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
             for (int nt = 0; nt < STILES; ++nt) {
 #pragma unroll
                 for (int c = 0; c < 4; ++c) {
-                    float x = s[mt][nt][c] * sl2;
+                    float x = s[mt][nt][c];
+                    if constexpr (!LEAN_SOFTMAX) x *= sl2;
                     if (diag) {
                         const int qpos = q0 + wrow0 + 16 * mt + g + ((c >> 1) << 3);
                         const int kpos = j * ATT_BC + nt * 8 + 2 * t + (c & 1);
@@ -313,6 +327,7 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
                 for (int nt = 0; nt < STILES; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                if constexpr (LEAN_SOFTMAX) mx *= sl2;  // raw → log2 units (sl2 > 0; −inf stays −inf)
                 const float m_new = fmaxf(m_run[mt][r], mx);
                 // Every row sees at least key 0 in tile 0, so m_new is finite; the guard keeps a fully masked row
                 // at zeros instead of NaN (−inf − −inf) should that ever change.
@@ -320,17 +335,24 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
                 const float alpha = exp2f(m_run[mt][r] - m_use);  // 0 on the row's first keys (m_run = −inf)
                 m_run[mt][r] = m_new;
                 l_run[mt][r] *= alpha;
+                // LEAN_SOFTMAX: after a row's first tiles its maximum rarely grows, and when no row of the warp's
+                // row set grew (alpha exactly 1) the 2·DTILES multiplies are skipped (warp-uniform vote).
+                if (!LEAN_SOFTMAX || __any_sync(0xffffffffu, alpha != 1.f)) {
 #pragma unroll
-                for (int dt = 0; dt < DTILES; ++dt) {
-                    o[mt][dt][2 * r] *= alpha;
-                    o[mt][dt][2 * r + 1] *= alpha;
+                    for (int dt = 0; dt < DTILES; ++dt) {
+                        o[mt][dt][2 * r] *= alpha;
+                        o[mt][dt][2 * r + 1] *= alpha;
+                    }
                 }
                 float rs = 0.f;
 #pragma unroll
                 for (int nt = 0; nt < STILES; ++nt) {
-                    s[mt][nt][2 * r] = exp2f(s[mt][nt][2 * r] - m_use);  // masked: exp2(−inf) = 0
-                    s[mt][nt][2 * r + 1] = exp2f(s[mt][nt][2 * r + 1] - m_use);
-                    rs += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+#pragma unroll
+                    for (int c = 2 * r; c < 2 * r + 2; ++c) {
+                        // masked: exp2(−inf) = 0
+                        s[mt][nt][c] = LEAN_SOFTMAX ? exp2f(fmaf(s[mt][nt][c], sl2, -m_use)) : exp2f(s[mt][nt][c] - m_use);
+                        rs += s[mt][nt][c];
+                    }
                 }
                 l_run[mt][r] += rs;
             }
@@ -407,24 +429,27 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
 
 }  // namespace
 
-// NAME(HD, BR, MT): BR query rows per block, MT 16-row m-tiles per warp, so BR / (16·MT) warps. MT = 2 needs
-// attn_dynamic_smem_bytes<HD, BR, 2>() of dynamic shared memory per block (set by the launch wrapper).
-#define LARK_ATTENTION_ENTRY(NAME, HD, BR, MT)                                                                      \
+// NAME(HD, BR, MT, LEAN): BR query rows per block, MT 16-row m-tiles per warp, so BR / (16·MT) warps; LEAN: the
+// lean softmax (see attention_tile). MT = 2 needs attn_dynamic_smem_bytes<HD, BR, 2>() of dynamic shared memory per
+// block (set by the launch wrapper).
+#define LARK_ATTENTION_ENTRY(NAME, HD, BR, MT, LEAN)                                                                \
     extern "C" __global__ void __launch_bounds__(BR * 2 / MT, MT)                                                   \
         NAME(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,                   \
              bf16* __restrict__ out, const int* __restrict__ cu_seqlens, int num_seqs,                             \
              const int* __restrict__ tile_seq, const int* __restrict__ tile_start, int num_tiles, int num_heads,   \
              int num_kv_heads, float softmax_scale) {                                                              \
-        attention_tile<HD, BR, MT>(q, k, v, out, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads,  \
+        attention_tile<HD, BR, MT, LEAN>(q, k, v, out, cu_seqlens, num_seqs, tile_seq, tile_start, num_tiles, num_heads,  \
                                    num_kv_heads, softmax_scale);                                                    \
     }
 
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64, 64, 64, 1)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128, 64, 1)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128, 64, 128, 1)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128, 128, 128, 1)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128_w32, 64, 128, 2)
-LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128_w32, 128, 128, 2)
+// The measured kernels (16 rows per warp) keep the plain softmax; the _w32 kernels, not yet measured, carry every
+// step since (32 rows per warp and the lean softmax), so one device call compares old against new.
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64, 64, 64, 1, false)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128, 128, 64, 1, false)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128, 64, 128, 1, false)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128, 128, 128, 1, false)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd64_br128_w32, 64, 128, 2, true)
+LARK_ATTENTION_ENTRY(attention_varlen_bf16_hd128_br128_w32, 128, 128, 2, true)
 
 // Fallback for any head_dim in 1..=256: warp w of the grid handles query token w / num_heads, head w % num_heads.
 // Lane l owns dims l, l+32, ...; each score is a warp sum; plain fp32 online softmax with expf.

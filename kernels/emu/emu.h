@@ -5,7 +5,7 @@
 //
 // What it models:
 // - __syncthreads: all threads of the block (strict: an error if any thread of the block has already exited).
-// - warp collectives (__shfl_xor_sync, ldmatrix, mma.sync m16n8k16): all 32 lanes must arrive; each lane deposits
+// - warp collectives (__shfl_xor_sync, __any_sync, ldmatrix, mma.sync m16n8k16): all 32 lanes must arrive; each lane deposits
 //   its operands, then computes its own result from everyone's deposits, using the PTX ISA's fragment layouts:
 //     A (16x16 bf16, row): reg0 (row g, k 2t,2t+1), reg1 (row g+8, k 2t..), reg2 (row g, k 2t+8..),
 //                          reg3 (row g+8, k 2t+8..);     B (16x8, col): reg0 (k 2t,2t+1; n g), reg1 (k 2t+8..; n g)
@@ -262,6 +262,20 @@ template <class T>
 inline T __shfl_xor_sync(unsigned mask, T v, int o) {
     if (mask != 0xffffffffu) emu::fail("only full-warp shuffles are emulated");
     return emu::shfl_xor(v, o);
+}
+inline int __any_sync(unsigned mask, int pred) {
+    if (mask != 0xffffffffu) emu::fail("only full-warp votes are emulated");
+    const int mine = pred != 0;
+    std::memcpy(emu::slot(emu::lane()), &mine, sizeof(int));
+    emu::warp_sync();
+    int any = 0;
+    for (int l = 0; l < 32; ++l) {
+        int x;
+        std::memcpy(&x, emu::slot(l), sizeof(int));
+        any |= x;
+    }
+    emu::warp_sync();
+    return any;
 }
 template <class T>
 inline T __ldg(const T* p) {

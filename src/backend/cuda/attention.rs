@@ -285,8 +285,9 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
         }
         _ => {}
     }
-    if !a.softmax_scale.is_finite() {
-        return bad(format!("softmax scale {}", a.softmax_scale));
+    // Positive: the `_w32` kernels take the row maximum on unscaled scores and scale it after (KERNELS.md).
+    if !(a.softmax_scale.is_finite() && a.softmax_scale > 0.0) {
+        return bad(format!("softmax scale {} (must be positive and finite)", a.softmax_scale));
     }
     for (what, n) in [("sequences", a.num_seqs), ("tokens", a.total_tokens), ("heads", a.num_heads)] {
         if n > i32::MAX as usize {
@@ -526,8 +527,10 @@ mod tests {
         assert!(launch_config(AttentionKernel::Generic, &g).is_ok());
         g.head_dim = 300;
         assert!(launch_config(AttentionKernel::Generic, &g).is_err());
-        let mut a = ok;
-        a.softmax_scale = f32::NAN;
-        assert!(launch_config(AttentionKernel::Hd64, &a).is_err());
+        for bad_scale in [f32::NAN, 0.0, -0.125] {
+            let mut a = ok;
+            a.softmax_scale = bad_scale;
+            assert!(launch_config(AttentionKernel::Hd64, &a).is_err());
+        }
     }
 }
