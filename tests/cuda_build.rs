@@ -73,6 +73,28 @@ fn selftest_fails_without_a_gpu() {
 }
 
 #[test]
+fn attention_only_bench_needs_one_cuda_device() {
+    let bench = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lark"))
+            .args(["bench", "--preset", "qwen2.5-7b", "--attention-only", "--lengths", "fixed:64", "--tokens", "128"])
+            .args(args)
+            .output()
+            .expect("run lark bench");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // The CPU backend has no attention kernels to time: refused before any work.
+    let (code, err) = bench(&["--device", "cpu"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--attention-only times one CUDA device"), "{err}");
+    if device::check_usable(0).is_ok() {
+        return; // a GPU is here: the timing itself is for the device call (scripts/gpu-bench.sh)
+    }
+    let (code, err) = bench(&["--device", "cuda"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("CUDA"), "{err}");
+}
+
+#[test]
 fn cuda_backend_says_why_it_is_unavailable() {
     if device::check_usable(0).is_ok() {
         return;

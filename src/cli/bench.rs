@@ -48,6 +48,10 @@ pub struct Args {
     /// GPU activation precision: bf16 (default, fast) or fp32 (reference grade, ~2× the GEMM work).
     #[arg(long, default_value = "bf16")]
     pub precision: Precision,
+    /// Time only the attention kernels, on a CUDA device: every tensor-core variant for the model's head shape on
+    /// the same packed batch of --lengths/--tokens (one JSON line or table row per kernel). No weights are made.
+    #[arg(long, conflicts_with_all = ["ids_file", "topk_brier"])]
+    pub attention_only: bool,
 }
 
 fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
@@ -116,6 +120,9 @@ pub fn forward_flops(c: &ModelConfig, t: usize) -> f64 {
 pub fn run(a: Args) -> Result<()> {
     if let Some(n) = a.threads {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    if a.attention_only {
+        return run_attention_only(&a);
     }
     let _tmp;
     let model = match (&a.model, &a.preset) {
@@ -198,6 +205,56 @@ pub fn run(a: Args) -> Result<()> {
         println!("trajectory   {:.4} s each", median / seqs.len() as f64);
         if let Some(p) = peak {
             println!("peak memory  {:.2} GiB", p as f64 / (1u64 << 30) as f64);
+        }
+    }
+    Ok(())
+}
+
+/// `--attention-only`: the model's head shape (from the preset or the model's config.json: no weights are made or
+/// read) and the benchmark's sequence lengths, every tensor-core attention kernel timed on one GPU.
+fn run_attention_only(a: &Args) -> Result<()> {
+    let config = match (&a.model, &a.preset) {
+        (Some(dir), _) => Model::open(dir)?.config,
+        (None, Some(name)) => preset(name).ok_or_else(|| {
+            LarkError::input("--preset", format!("unknown preset `{name}` (one of {})", PRESET_NAMES.join(", ")))
+        })?,
+        (None, None) => return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME")),
+    };
+    let ordinal = match &a.device {
+        DeviceChoice::Cuda(ids) if ids.len() == 1 => ids[0],
+        DeviceChoice::Auto => 0,
+        _ => {
+            return Err(LarkError::input("--device", "--attention-only times one CUDA device: pass --device cuda[:N]"))
+        }
+    };
+    let lens: Vec<usize> = sequences(a, config.vocab_size)?.iter().map(|s| s.len()).collect();
+    let shape = cuda::attention_bench::HeadShape {
+        num_heads: config.num_heads,
+        num_kv_heads: config.num_kv_heads,
+        head_dim: config.head_dim,
+    };
+    // Enough back-to-back launches per timing that launch overhead is noise even for short batches.
+    let launches = 5;
+    let timings = cuda::attention_bench::time_attention_kernels(ordinal, shape, &lens, a.repeats, launches)?;
+    let model_name = a.model.as_ref().map(|p| p.display().to_string()).or(a.preset.clone()).unwrap_or_default();
+    let tokens: usize = lens.iter().sum();
+    for t in &timings {
+        if a.json {
+            let v = serde_json::json!({
+                "model": model_name, "attention_kernel": t.kernel, "device": format!("cuda:{ordinal}"),
+                "sequences": lens.len(), "tokens": tokens, "lengths": a.lengths, "heads": shape.num_heads,
+                "kv_heads": shape.num_kv_heads, "head_dim": shape.head_dim, "launches_per_timing": launches,
+                "median_ms": t.median_ms, "times_ms": t.times_ms, "attention_tflops": t.tflops(),
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "{model_name}  {:<40} {tokens} tokens in {} sequences: {:.3} ms, {:.1} TFLOP/s",
+                t.kernel,
+                lens.len(),
+                t.median_ms,
+                t.tflops()
+            );
         }
     }
     Ok(())

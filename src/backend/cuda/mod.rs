@@ -5,10 +5,12 @@
 //! - [`kernels`]: the embedded fatbins and the entry-point table.
 //! - [`ops`]: launch wrappers for the embedding, norm, rope and activation kernels, and the cuBLAS GEMMs.
 //! - `attention`, `vocab_stats`: launch wrappers for the attention and vocabulary-statistics kernels.
+//! - `attention_bench`: the attention kernels timed alone (`lark bench --attention-only`).
 //! - [`forward`]: weights on the device and the forward pass over a packed batch.
 //! - [`selftest`]: every kernel against the CPU reference, then whole models GPU vs CPU.
 
 pub mod attention;
+pub mod attention_bench;
 pub mod device;
 pub mod exec;
 pub mod forward;
