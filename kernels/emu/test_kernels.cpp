@@ -66,10 +66,74 @@ static void build_tiles(const std::vector<int>& cu, int br, std::vector<int>& ts
     for (auto& p : t) tseq.push_back(p.first), tstart.push_back(p.second);
 }
 
+// cu_seqlens of a pack: S + 1 prefix sums of the sequence lengths.
+static std::vector<int> prefix_sums(const std::vector<int>& lens) {
+    std::vector<int> cu(lens.size() + 1, 0);
+    for (size_t s = 0; s < lens.size(); ++s) cu[s + 1] = cu[s] + lens[s];
+    return cu;
+}
+
+static double as_double(bf16 h) { return from_bf16(h); }
+static double as_double(float f) { return f; }
+
+struct AttnError {
+    double rel, maxerr;  // relative L2 error and largest absolute error over the written elements
+    size_t unwritten;    // output elements still NaN (the poison)
+};
+
+// Causal grouped-query attention in fp64 on the kernel's own inputs (E = bf16 or float, as the kernel read them),
+// compared with its output `out`.
+template <class E>
+static AttnError attention_error(const E* q, const E* k, const E* v, const E* out, const std::vector<int>& cu, int H,
+                                 int Hkv, int D, float scale) {
+    double err2 = 0, ref2 = 0, maxerr = 0;
+    size_t unwritten = 0;
+    const int group = H / Hkv;
+    std::vector<double> sc, acc(D);
+    for (size_t s = 0; s + 1 < cu.size(); ++s) {
+        for (int i = 0; i < cu[s + 1] - cu[s]; ++i) {
+            const int row = cu[s] + i;
+            for (int h = 0; h < H; ++h) {
+                const int kh = h / group;
+                const E* qr = q + (static_cast<size_t>(row) * H + h) * D;
+                sc.assign(i + 1, 0.0);
+                double m = -INFINITY;
+                for (int j = 0; j <= i; ++j) {
+                    const E* kr = k + (static_cast<size_t>(cu[s] + j) * Hkv + kh) * D;
+                    double d = 0;
+                    for (int x = 0; x < D; ++x) d += as_double(qr[x]) * as_double(kr[x]);
+                    sc[j] = d * scale;
+                    m = std::max(m, sc[j]);
+                }
+                double l = 0;
+                std::fill(acc.begin(), acc.end(), 0.0);
+                for (int j = 0; j <= i; ++j) {
+                    const double p = std::exp(sc[j] - m);
+                    l += p;
+                    const E* vr = v + (static_cast<size_t>(cu[s] + j) * Hkv + kh) * D;
+                    for (int x = 0; x < D; ++x) acc[x] += p * as_double(vr[x]);
+                }
+                const E* orow = out + (static_cast<size_t>(row) * H + h) * D;
+                for (int x = 0; x < D; ++x) {
+                    const double ref = acc[x] / l;
+                    const double got = as_double(orow[x]);
+                    if (!std::isfinite(got)) {
+                        ++unwritten;
+                        continue;
+                    }
+                    err2 += (got - ref) * (got - ref);
+                    ref2 += ref * ref;
+                    maxerr = std::max(maxerr, std::fabs(got - ref));
+                }
+            }
+        }
+    }
+    return AttnError{std::sqrt(err2 / std::max(ref2, 1e-300)), maxerr, unwritten};
+}
+
 static void run_attention_case(const AttnCase& c, std::mt19937& rng) {
     const int S = static_cast<int>(c.lens.size());
-    std::vector<int> cu(S + 1, 0);
-    for (int s = 0; s < S; ++s) cu[s + 1] = cu[s] + c.lens[s];
+    const std::vector<int> cu = prefix_sums(c.lens);
     const int T = cu[S];
     const size_t nq = static_cast<size_t>(T) * c.H * c.D, nkv = static_cast<size_t>(T) * c.Hkv * c.D;
     bf16* q = guarded<bf16>(nq);
@@ -126,58 +190,15 @@ static void run_attention_case(const AttnCase& c, std::mt19937& rng) {
         });
     }
 
-    // fp64 reference on the same bf16 inputs.
-    double err2 = 0, ref2 = 0, maxerr = 0;
-    size_t unwritten = 0;
-    const int group = c.H / c.Hkv;
-    std::vector<double> sc, acc(c.D);
-    for (int s = 0; s < S; ++s) {
-        for (int i = 0; i < c.lens[s]; ++i) {
-            const int row = cu[s] + i;
-            for (int h = 0; h < c.H; ++h) {
-                const int kh = h / group;
-                const bf16* qr = q + (static_cast<size_t>(row) * c.H + h) * c.D;
-                sc.assign(i + 1, 0.0);
-                double m = -INFINITY;
-                for (int j = 0; j <= i; ++j) {
-                    const bf16* kr = k + (static_cast<size_t>(cu[s] + j) * c.Hkv + kh) * c.D;
-                    double d = 0;
-                    for (int x = 0; x < c.D; ++x) d += static_cast<double>(from_bf16(qr[x])) * from_bf16(kr[x]);
-                    sc[j] = d * scale;
-                    m = std::max(m, sc[j]);
-                }
-                double l = 0;
-                std::fill(acc.begin(), acc.end(), 0.0);
-                for (int j = 0; j <= i; ++j) {
-                    const double p = std::exp(sc[j] - m);
-                    l += p;
-                    const bf16* vr = v + (static_cast<size_t>(cu[s] + j) * c.Hkv + kh) * c.D;
-                    for (int x = 0; x < c.D; ++x) acc[x] += p * from_bf16(vr[x]);
-                }
-                const bf16* orow = out + (static_cast<size_t>(row) * c.H + h) * c.D;
-                for (int x = 0; x < c.D; ++x) {
-                    const double ref = acc[x] / l;
-                    const double got = from_bf16(orow[x]);
-                    if (!std::isfinite(got)) {
-                        ++unwritten;
-                        continue;
-                    }
-                    err2 += (got - ref) * (got - ref);
-                    ref2 += ref * ref;
-                    maxerr = std::max(maxerr, std::fabs(got - ref));
-                }
-            }
-        }
-    }
-    const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
+    const AttnError e = attention_error(q, k, v, out, cu, c.H, c.Hkv, c.D, scale);
     std::string lens;
     for (size_t i = 0; i < c.lens.size() && i < 8; ++i) lens += std::to_string(c.lens[i]) + " ";
     if (c.lens.size() > 8) lens += "... (" + std::to_string(c.lens.size()) + " seqs)";
     std::printf("attention %-8s D=%-3d H=%d Hkv=%d qscale=%.1f T=%-5d lens [%s]: rel %.2e, max |err| %.2e, unwritten %zu\n",
-                c.generic ? "generic" : (c.mt == 2 ? "tc-w32" : (c.br == 128 ? "tc-br128" : "tensor")), c.D, c.H, c.Hkv, c.qscale, T, lens.c_str(), rel, maxerr, unwritten);
-    CHECK(unwritten == 0, "attention: %zu output elements not written", unwritten);
-    CHECK(rel < 1e-2, "attention: relative error %.3e", rel);
-    CHECK(maxerr < 3e-2, "attention: max abs error %.3e", maxerr);
+                c.generic ? "generic" : (c.mt == 2 ? "tc-w32" : (c.br == 128 ? "tc-br128" : "tensor")), c.D, c.H, c.Hkv, c.qscale, T, lens.c_str(), e.rel, e.maxerr, e.unwritten);
+    CHECK(e.unwritten == 0, "attention: %zu output elements not written", e.unwritten);
+    CHECK(e.rel < 1e-2, "attention: relative error %.3e", e.rel);
+    CHECK(e.maxerr < 3e-2, "attention: max abs error %.3e", e.maxerr);
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -342,8 +363,7 @@ static void run_vocab_case(int V, int pad, int base_off, Gen gen, std::mt19937& 
 // The fp32 generic kernel (`--precision fp32`): fp32 inputs, fp64 reference; the bound is fp32 rounding.
 static void run_attention_f32_case(const std::vector<int>& lens, int H, int Hkv, int D, std::mt19937& rng) {
     const int S = static_cast<int>(lens.size());
-    std::vector<int> cu(S + 1, 0);
-    for (int s = 0; s < S; ++s) cu[s + 1] = cu[s] + lens[s];
+    const std::vector<int> cu = prefix_sums(lens);
     const int T = cu[S];
     const size_t nq = static_cast<size_t>(T) * H * D, nkv = static_cast<size_t>(T) * Hkv * D;
     float* q = guarded<float>(nq);
@@ -361,43 +381,10 @@ static void run_attention_f32_case(const std::vector<int>& lens, int H, int Hkv,
     const unsigned blocks = static_cast<unsigned>((static_cast<long long>(T) * H * 32 + 127) / 128);
     emu::launch(dim3{blocks, 1, 1}, dim3{128, 1, 1},
                 [&] { attention_varlen_generic_f32(q, k, v, out, d_cu, S, H, Hkv, D, scale); });
-    double err2 = 0, ref2 = 0;
-    size_t unwritten = 0;
-    const int group = H / Hkv;
-    for (int s = 0; s < S; ++s)
-        for (int i = 0; i < lens[s]; ++i)
-            for (int h = 0; h < H; ++h) {
-                const int row = cu[s] + i, kh = h / group;
-                const float* qr = q + (static_cast<size_t>(row) * H + h) * D;
-                std::vector<double> sc(i + 1), acc(D, 0.0);
-                double m = -INFINITY, l = 0;
-                for (int j = 0; j <= i; ++j) {
-                    const float* kr = k + (static_cast<size_t>(cu[s] + j) * Hkv + kh) * D;
-                    double d = 0;
-                    for (int x = 0; x < D; ++x) d += static_cast<double>(qr[x]) * scale * kr[x];
-                    sc[j] = d;
-                    m = std::max(m, d);
-                }
-                for (int j = 0; j <= i; ++j) {
-                    const double p = std::exp(sc[j] - m);
-                    l += p;
-                    const float* vr = v + (static_cast<size_t>(cu[s] + j) * Hkv + kh) * D;
-                    for (int x = 0; x < D; ++x) acc[x] += p * vr[x];
-                }
-                for (int x = 0; x < D; ++x) {
-                    const double got = out[(static_cast<size_t>(row) * H + h) * D + x], ref = acc[x] / l;
-                    if (!std::isfinite(got)) {
-                        ++unwritten;
-                        continue;
-                    }
-                    err2 += (got - ref) * (got - ref);
-                    ref2 += ref * ref;
-                }
-            }
-    const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
-    std::printf("attention generic_f32 D=%-3d H=%d Hkv=%d T=%d: rel %.2e, unwritten %zu\n", D, H, Hkv, T, rel, unwritten);
-    CHECK(unwritten == 0, "attention f32: %zu output elements not written", unwritten);
-    CHECK(rel < 2e-6, "attention f32: relative error %.3e", rel);
+    const AttnError e = attention_error(q, k, v, out, cu, H, Hkv, D, scale);
+    std::printf("attention generic_f32 D=%-3d H=%d Hkv=%d T=%d: rel %.2e, unwritten %zu\n", D, H, Hkv, T, e.rel, e.unwritten);
+    CHECK(e.unwritten == 0, "attention f32: %zu output elements not written", e.unwritten);
+    CHECK(e.rel < 2e-6, "attention f32: relative error %.3e", e.rel);
 }
 
 int main(int argc, char** argv) {
