@@ -431,7 +431,7 @@ __device__ __forceinline__ void attention_tile(const bf16* __restrict__ q, const
 
 // NAME(HD, BR, MT, LEAN): BR query rows per block, MT 16-row m-tiles per warp, so BR / (16·MT) warps; LEAN: the
 // lean softmax (see attention_tile). MT = 2 needs attn_dynamic_smem_bytes<HD, BR, 2>() of dynamic shared memory per
-// block (set by the launch wrapper).
+// block (the launch passes it; Gpu::open allows more than 48 KiB).
 #define LARK_ATTENTION_ENTRY(NAME, HD, BR, MT, LEAN)                                                                \
     extern "C" __global__ void __launch_bounds__(BR * 2 / MT, MT)                                                   \
         NAME(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,                   \

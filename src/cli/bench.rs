@@ -1,6 +1,7 @@
 //! `lark bench`: end-to-end scoring throughput of a backend on synthetic or given token sequences.
 //! A benchmark, never a test: it prints figures, it asserts nothing.
 
+use crate::backend::cuda::attention_bench::{causal_flops, time_attention_kernels, HeadShape};
 use crate::backend::cuda::{self, Precision};
 use crate::backend::{open_backend, Backend, DeviceChoice, SeqRequest};
 use crate::error::{LarkError, Result};
@@ -111,9 +112,8 @@ pub fn forward_flops(c: &ModelConfig, t: usize) -> f64 {
     let kv = c.num_kv_heads as f64 * d;
     let i = c.intermediate_size as f64;
     let per_token_layer = 2.0 * (h * (q + 2.0 * kv) + q * h + 3.0 * h * i);
+    let attn = causal_flops(&[t], HeadShape::of(c));
     let t = t as f64;
-    // Causal attention: QKᵀ and PV over t(t+1)/2 pairs, 2 FLOPs per multiply-add, per head.
-    let attn = 2.0 * 2.0 * (t * (t + 1.0) / 2.0) * d * c.num_heads as f64;
     c.num_layers as f64 * (per_token_layer * t + attn) + 2.0 * h * c.vocab_size as f64 * (t - 1.0)
 }
 
@@ -128,9 +128,7 @@ pub fn run(a: Args) -> Result<()> {
     let model = match (&a.model, &a.preset) {
         (Some(dir), _) => Model::open(dir)?,
         (None, Some(name)) => {
-            let cfg = preset(name).ok_or_else(|| {
-                LarkError::input("--preset", format!("unknown preset `{name}` (one of {})", PRESET_NAMES.join(", ")))
-            })?;
+            let cfg = preset_config(name)?;
             if !a.random_weights {
                 return Err(LarkError::input("--preset", "needs --random-weights (or pass --model DIR)"));
             }
@@ -171,7 +169,7 @@ pub fn run(a: Args) -> Result<()> {
     let tok_s = tokens as f64 / median;
     let tflops = flops / median / 1e12;
     let peak = backend.peak_memory_bytes();
-    let model_name = a.model.as_ref().map(|p| p.display().to_string()).or(a.preset.clone()).unwrap_or_default();
+    let model_name = model_name(&a);
     let v = serde_json::json!({
         "model": model_name, "device": desc, "sequences": seqs.len(), "tokens": tokens, "scored_tokens": scored,
         "lengths": if a.ids_file.is_some() { "ids-file".to_string() } else { a.lengths.clone() },
@@ -210,14 +208,24 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// The preset's model shape, or an error naming the presets.
+fn preset_config(name: &str) -> Result<ModelConfig> {
+    preset(name).ok_or_else(|| {
+        LarkError::input("--preset", format!("unknown preset `{name}` (one of {})", PRESET_NAMES.join(", ")))
+    })
+}
+
+/// What the output calls the model: its directory, or the preset's name.
+fn model_name(a: &Args) -> String {
+    a.model.as_ref().map(|p| p.display().to_string()).or(a.preset.clone()).unwrap_or_default()
+}
+
 /// `--attention-only`: the model's head shape (from the preset or the model's config.json: no weights are made or
 /// read) and the benchmark's sequence lengths, every tensor-core attention kernel timed on one GPU.
 fn run_attention_only(a: &Args) -> Result<()> {
     let config = match (&a.model, &a.preset) {
         (Some(dir), _) => Model::open(dir)?.config,
-        (None, Some(name)) => preset(name).ok_or_else(|| {
-            LarkError::input("--preset", format!("unknown preset `{name}` (one of {})", PRESET_NAMES.join(", ")))
-        })?,
+        (None, Some(name)) => preset_config(name)?,
         (None, None) => return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME")),
     };
     let ordinal = match &a.device {
@@ -228,15 +236,11 @@ fn run_attention_only(a: &Args) -> Result<()> {
         }
     };
     let lens: Vec<usize> = sequences(a, config.vocab_size)?.iter().map(|s| s.len()).collect();
-    let shape = cuda::attention_bench::HeadShape {
-        num_heads: config.num_heads,
-        num_kv_heads: config.num_kv_heads,
-        head_dim: config.head_dim,
-    };
+    let shape = HeadShape::of(&config);
     // Enough back-to-back launches per timing that launch overhead is noise even for short batches.
     let launches = 5;
-    let timings = cuda::attention_bench::time_attention_kernels(ordinal, shape, &lens, a.repeats, launches)?;
-    let model_name = a.model.as_ref().map(|p| p.display().to_string()).or(a.preset.clone()).unwrap_or_default();
+    let timings = time_attention_kernels(ordinal, shape, &lens, a.repeats, launches)?;
+    let model_name = model_name(a);
     let tokens: usize = lens.iter().sum();
     for t in &timings {
         if a.json {

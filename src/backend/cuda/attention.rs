@@ -13,6 +13,7 @@
 //! Any other `head_dim` ≤ 256 goes to the simple fallback kernel.
 
 use super::device::{cu, Gpu};
+use super::kernels::Kernels;
 use super::ops::{DevPtr, Precision};
 use crate::error::{LarkError, Result};
 use cudarc::driver::sys::CUfunction_attribute;
@@ -330,7 +331,25 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
     })
 }
 
-/// Launch `func` (which must be `kind`'s entry point) on `stream`. Nothing is launched for an empty batch.
+/// Let every tensor-core kernel that needs more than 48 KiB of dynamic shared memory have it (the function
+/// attribute `MAX_DYNAMIC_SHARED_SIZE_BYTES`, kept by the module). Called once by `Gpu::open`, after the kernels
+/// are loaded, so launches need no driver call of their own.
+pub fn allow_dynamic_shared_memory(kernels: &Kernels) -> Result<()> {
+    for &kind in [64, 128].iter().flat_map(|&d| AttentionKernel::tensor_core_variants(d)) {
+        let bytes = kind.dynamic_smem_bytes();
+        if bytes > DEFAULT_SMEM_LIMIT {
+            let func = kernels.get(kind.entry_point())?;
+            cu(
+                func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32),
+                &format!("allowing {bytes} bytes of shared memory for {}", kind.entry_point()),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Launch `func` (which must be `kind`'s entry point, from a [`Gpu`]'s kernels: `Gpu::open` set its shared-memory
+/// limit) on `stream`. Nothing is launched for an empty batch.
 pub fn launch_attention(
     stream: &CudaStream,
     func: &CudaFunction,
@@ -340,16 +359,6 @@ pub fn launch_attention(
     let cfg = launch_config(kind, a)?;
     if cfg.grid_dim.0 == 0 {
         return Ok(());
-    }
-    if cfg.shared_mem_bytes > DEFAULT_SMEM_LIMIT {
-        // Opt in to more than 48 KiB of dynamic shared memory (idempotent, per function and context).
-        cu(
-            func.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                cfg.shared_mem_bytes as i32,
-            ),
-            &format!("allow {} bytes of shared memory for {}", cfg.shared_mem_bytes, kind.entry_point()),
-        )?;
     }
     // launch_config bounded all of these by i32::MAX. The builder holds references to them until the launch.
     let (num_seqs, num_heads, num_kv_heads) = (a.num_seqs as i32, a.num_heads as i32, a.num_kv_heads as i32);

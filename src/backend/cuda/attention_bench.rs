@@ -7,6 +7,7 @@ use super::device::{dptr, Gpu};
 use super::ops::Precision;
 use crate::error::{LarkError, Result};
 use crate::model::random::SplitMix;
+use crate::model::ModelConfig;
 use std::time::Instant;
 
 /// The head shape of one attention launch.
@@ -15,6 +16,13 @@ pub struct HeadShape {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+}
+
+impl HeadShape {
+    /// The attention heads of a model.
+    pub fn of(c: &ModelConfig) -> Self {
+        HeadShape { num_heads: c.num_heads, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim }
+    }
 }
 
 /// One kernel's time on the batch.
@@ -35,7 +43,8 @@ impl AttentionTiming {
     }
 }
 
-/// Causal attention FLOPs of one launch over sequences of `lens` tokens.
+/// Causal attention FLOPs of one launch (one layer) over sequences of `lens` tokens: QKᵀ and PV over t(t+1)/2
+/// pairs per head, 2 FLOPs per multiply-add. `lark bench`, the selftest and this module all count with it.
 pub fn causal_flops(lens: &[usize], shape: HeadShape) -> f64 {
     lens.iter().map(|&t| 4.0 * (t as f64) * (t as f64 + 1.0) / 2.0 * (shape.head_dim * shape.num_heads) as f64).sum()
 }

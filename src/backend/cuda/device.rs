@@ -198,6 +198,7 @@ impl Gpu {
                 .map_err(|e| LarkError::Backend(format!("cuBLAS handle creation: {e:?}")))?;
             let kernels = Kernels::load(&ctx)?;
             kernels.check_all()?;
+            super::attention::allow_dynamic_shared_memory(&kernels)?;
             Ok(Gpu { info, ctx, stream, blas, kernels })
         })
     }

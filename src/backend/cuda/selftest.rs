@@ -11,6 +11,7 @@
 //! determinism check (same batch twice: identical) and a batch-invariance check (alone vs packed: ≤ 0.02 nats).
 
 use super::attention::{self, AttentionKernel, TileTable};
+use super::attention_bench::{causal_flops, HeadShape};
 use super::device::{dptr, Gpu};
 use super::ops::{self, OutType, Precision};
 use super::vocab_stats::{self, LogitsBlock, StatsOut};
@@ -755,8 +756,7 @@ fn attention_cases(r: &mut Runner<'_>, long_len: usize) {
                 let cmp = compare(&got, &want);
                 got_out = Some(got);
                 let cmp = if cmp.max_abs > max_abs_bound { Cmp { rel: cmp.rel.max(1.0), ..cmp } } else { cmp };
-                // Causal attention FLOPs: QKᵀ and PV over t(t+1)/2 pairs per head (as `lark bench` counts them).
-                let flops: f64 = c.lens.iter().map(|&t| 4.0 * (t * (t + 1) / 2) as f64 * (d * nh) as f64).sum();
+                let flops = causal_flops(&c.lens, HeadShape { num_heads: nh, num_kv_heads: nkv, head_dim: d });
                 Ok((
                     cmp,
                     ms,
