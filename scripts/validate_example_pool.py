@@ -1,6 +1,16 @@
-import json, os, re, sys, collections, glob
-EX = sys.argv[1] if len(sys.argv) > 1 else "/work/main/examples"
-SRC = "/tmp/pool_src"
+#!/usr/bin/env python3
+"""Check the example pools in examples/ (pool.jsonl, judge_scores.json, rsr_pool/) for the properties the README and
+the tests rely on: record shape, ids, one system prompt, ≥ 5 candidates per problem from distinct teachers, every
+trajectory correct (its last \\boxed{} answer equals the problem's answer), well-formed <think> blocks, judge
+scores in [1, 10] for every record, and an RSR layout that mirrors the pool. Reads only the repository.
+
+The reference answer of a problem is the boxed answer its candidates give: they must all agree (the pool holds
+correct trajectories only), so a candidate with another answer fails the check.
+
+  python3 scripts/validate_example_pool.py [EXAMPLES_DIR]     # default: the examples/ beside this script
+"""
+import json, os, sys, collections
+EX = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
 
 def last_boxed(s):
     i = s.rfind("\\boxed{")
@@ -12,7 +22,6 @@ def last_boxed(s):
         k += 1
     return s[j:k-1]
 
-answers = {int(d[1:]): open(f"{SRC}/{d}/answer.txt").read().strip() for d in os.listdir(SRC) if re.fullmatch(r"p\d\d", d)}
 recs = []
 with open(f"{EX}/pool.jsonl", encoding="utf-8") as f:
     for ln, line in enumerate(f, 1):
@@ -27,6 +36,11 @@ systems = {r["messages"][0]["content"] for r in recs}
 assert len(systems) == 1, systems
 by = collections.defaultdict(list)
 for r in recs: by[r["problem_id"]].append(r)
+answers = {}
+for pid, rs in by.items():
+    given = {last_boxed(r["messages"][2]["content"]) for r in rs}
+    assert len(given) == 1, (pid, given)
+    answers[pid] = given.pop()
 for pid, rs in by.items():
     ids = [r["candidate_id"] for r in rs]
     assert ids == list(range(len(rs))), (pid, ids)

@@ -10,12 +10,13 @@ const FATBIN_MAGIC: [u8; 4] = [0x50, 0xED, 0x55, 0xBA];
 
 #[test]
 fn kernels_are_embedded_when_required() {
-    if option_env!("LARK_REQUIRE_KERNELS") != Some("1") {
-        eprintln!("LARK_REQUIRE_KERNELS is not 1 for this build: kernels {}", kernels::describe());
-        return;
-    }
-    let compiled = kernels::COMPILED;
-    assert!(compiled, "{}", kernels::BUILD_NOTE);
+    // Never `ok` for kernels that were not built: the README's test command installs the pinned nvcc.
+    let compiled = kernels::COMPILED; // a build-time constant: a variable keeps clippy from calling it one
+    assert!(
+        compiled,
+        "the CUDA kernels were not compiled ({}): run `bash scripts/install-cuda-toolchain.sh` (scripts/test.sh does)",
+        kernels::BUILD_NOTE
+    );
     assert_eq!(kernels::ARCHS, &["sm_80", "compute_80", "sm_90"]);
     assert!(!kernels::FATBINS.is_empty());
     assert_eq!(kernels::FATBINS.len(), kernels::SOURCES.len(), "one fatbin per kernels/*.cu");
@@ -114,14 +115,14 @@ fn cuda_backend_says_why_it_is_unavailable() {
 }
 
 /// Compile `kernels/emu/<source>` as C++ under the warp emulator (kernels/emu/emu.h), run it with `args` and
-/// require success and `ok_marker` in its output. Skipped, saying so, when no g++ is installed.
+/// require success and `ok_marker` in its output. Fails, with the install command, when no g++ is installed.
 fn run_under_the_emulator(source: &str, args: &[&str], ok_marker: &str) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
-    if Command::new(&cxx).arg("--version").output().is_err() {
-        eprintln!("no {cxx}: emulator check of {source} SKIPPED");
-        return;
-    }
+    assert!(
+        Command::new(&cxx).arg("--version").output().is_ok(),
+        "no {cxx}: the emulator check of {source} cannot run: `apt-get install g++` (scripts/test.sh installs it)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join(source.trim_end_matches(".cpp"));
     let emu = root.join("kernels/emu");

