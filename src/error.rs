@@ -25,6 +25,9 @@ pub enum LarkError {
     /// splits the batch and retries the halves (`run::schedule::score_splitting`); the backend stays usable.
     #[error("{device}: out of device memory allocating {bytes} bytes")]
     OutOfMemory { device: String, bytes: usize },
+    /// The job stopped on a signal (SIGINT, SIGTERM) before it finished: its finished chunks are journaled.
+    #[error("interrupted by {}{}", crate::run::interrupt::signal_name(*signal), crate::run::interrupt::resume_hint(journal.as_deref()))]
+    Interrupted { signal: i32, journal: Option<PathBuf> },
     #[error("{0}")]
     Other(String),
 }
@@ -32,6 +35,14 @@ pub enum LarkError {
 pub type Result<T> = std::result::Result<T, LarkError>;
 
 impl LarkError {
+    /// The process exit code for this error: 128 + the signal for an interrupted job (the shell's convention),
+    /// else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LarkError::Interrupted { signal, .. } => 128 + signal,
+            _ => 1,
+        }
+    }
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         LarkError::Io { path: path.as_ref().to_path_buf(), source }
     }

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod crashpoint;
 pub mod error;
 pub mod export;
 pub mod ffi;

@@ -39,6 +39,19 @@ pub trait Backend: Send {
     fn peak_memory_bytes(&self) -> Option<u64> {
         None
     }
+    /// The forward FLOPs of one sequence on this backend's model: with [`Backend::nominal_flops_per_s`], what
+    /// bounds a scoring job's journal chunks by work as well as by tokens (`run::schedule::Chunker`). None
+    /// where unknown: chunks are then bounded by tokens alone.
+    fn work_model(&self) -> Option<crate::model::flops::WorkModel> {
+        None
+    }
+    /// A fixed, deliberately low estimate of the FLOP/s this kind of backend sustains on a modest machine, so that
+    /// a chunk bounded at [`crate::run::CHUNK_WORK_SECONDS`] of it takes at most about that long anywhere (a kill
+    /// then loses at most that much work). Fixed per kind, never measured: a job's chunks must be the same on every
+    /// attempt, and a requeued cluster task may land on another node.
+    fn nominal_flops_per_s(&self) -> f64 {
+        f64::INFINITY
+    }
     /// The measured matrix-multiply ceiling of the device in TFLOP/s (`lark bench` compares with it), where the
     /// backend has one.
     fn gemm_ceiling_tflops(&self) -> Result<Option<f64>> {

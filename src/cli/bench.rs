@@ -1,7 +1,7 @@
 //! `lark bench`: end-to-end scoring throughput of a backend on synthetic or given token sequences.
 //! A benchmark, never a test: it prints figures, it asserts nothing.
 
-use crate::backend::cuda::attention_bench::{causal_flops, time_attention_kernels, HeadShape};
+use crate::backend::cuda::attention_bench::{time_attention_kernels, HeadShape};
 use crate::backend::cuda::{self, Precision};
 use crate::backend::{open_backend, Backend, DeviceChoice, SeqRequest};
 use crate::error::{LarkError, Result};
@@ -105,17 +105,7 @@ fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
     Ok(out)
 }
 
-/// Forward FLOPs for scoring one sequence of `t` tokens with every position through the LM head.
-pub fn forward_flops(c: &ModelConfig, t: usize) -> f64 {
-    let (h, d) = (c.hidden_size as f64, c.head_dim as f64);
-    let q = c.num_heads as f64 * d;
-    let kv = c.num_kv_heads as f64 * d;
-    let i = c.intermediate_size as f64;
-    let per_token_layer = 2.0 * (h * (q + 2.0 * kv) + q * h + 3.0 * h * i);
-    let attn = causal_flops(&[t], HeadShape::of(c));
-    let t = t as f64;
-    c.num_layers as f64 * (per_token_layer * t + attn) + 2.0 * h * c.vocab_size as f64 * (t - 1.0)
-}
+pub use crate::model::flops::forward_flops;
 
 pub fn run(a: Args) -> Result<()> {
     if let Some(n) = a.threads {

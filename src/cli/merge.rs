@@ -131,7 +131,7 @@ pub fn run(a: Args) -> Result<()> {
         let data = std::fs::read(&rejects).map_err(|e| LarkError::io(&rejects, e))?;
         write_atomic(a.out.join("rejects.jsonl"), |w| w.write_all(&data).map_err(|e| w.err(e)))?;
     }
-    let sum = |key: &str| runs.iter().map(|(v, _)| v[key].as_f64().unwrap_or(0.0)).sum::<f64>();
+    let sum = |key: &str| runs.iter().map(|(v, _)| v.pointer(key).and_then(Value::as_f64).unwrap_or(0.0)).sum::<f64>();
     let n_skipped = rows.iter().filter(|r| r.skipped.is_some()).count();
     let mut pids: Vec<i64> = rows.iter().map(|r| r.problem_id).collect();
     pids.sort_unstable();
@@ -142,11 +142,16 @@ pub fn run(a: Args) -> Result<()> {
     info["devices"] = serde_json::json!(runs.iter().map(|(v, _)| v["device"].clone()).collect::<Vec<_>>());
     info["counts"] = serde_json::json!({"problems": pids.len(), "trajectories": rows.len(),
         "scored": rows.len() - n_skipped, "skipped": n_skipped, "rejected": info0["counts"]["rejected"]});
-    info["tokens_forward"] = serde_json::json!(sum("tokens_forward") as u64);
-    info["tokens_scored"] = serde_json::json!(sum("tokens_scored") as u64);
-    // Wall time summed over shards (machine time, not the cluster's elapsed time).
-    info["wall_s"] = serde_json::json!(sum("wall_s"));
-    info["tokens_per_s"] = serde_json::json!(sum("tokens_forward") / sum("wall_s").max(1e-9));
+    info["tokens_forward"] = serde_json::json!(sum("/tokens_forward") as u64);
+    info["tokens_scored"] = serde_json::json!(sum("/tokens_scored") as u64);
+    // Wall time summed over shards' last attempts (machine time, not the cluster's elapsed time), and the
+    // tokens those attempts computed: the rate leaves out what earlier attempts journaled.
+    info["wall_s"] = serde_json::json!(sum("/wall_s"));
+    info["tokens_per_s"] = serde_json::json!(sum("/resume/tokens_computed") / sum("/wall_s").max(1e-9));
+    info["resume"] = serde_json::json!({
+        "chunks": sum("/resume/chunks") as u64, "chunks_resumed": sum("/resume/chunks_resumed") as u64,
+        "tokens_resumed": sum("/resume/tokens_resumed") as u64, "tokens_computed": sum("/resume/tokens_computed") as u64,
+    });
     write_run_json(&a.out, &info)?;
     eprintln!("lark: merged {n} shards: {} rows in {}", rows.len(), a.out.join("scores.jsonl").display());
     Ok(())

@@ -7,7 +7,9 @@ use crate::export::{write_atomic, write_rejects_jsonl, write_scores_json, write_
 use crate::io::{read_pool, Pool, PoolFormat, ReadOptions};
 use crate::model::Model;
 use crate::run::resume::write_candidates;
-use crate::run::{parse_brier, score_pool_on, JobControl, JobOutput, Journal, Progress, ScoreSettings, Shard};
+use crate::run::{
+    parse_brier, score_pool_on, Interrupt, JobControl, JobOutput, Journal, Progress, ScoreSettings, Shard,
+};
 use crate::score::{parse_scorers, BrierMode, JudgeScores, Scorer};
 use crate::text::{SpanMode, TextPipeline};
 use sha2::{Digest, Sha256};
@@ -216,8 +218,15 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     // One sequence per batch on the CPU, so that no trajectory's numbers depend on its companions (see
     // `JobControl::max_seqs`).
     let max_seqs = a.max_seqs.or(device.starts_with("cpu").then_some(1));
-    let ctl = JobControl { shard: a.shard, journal: None, batch_tokens: a.batch_tokens, max_seqs };
+    let ctl = JobControl {
+        shard: a.shard,
+        batch_tokens: a.batch_tokens,
+        max_seqs,
+        interrupt: Some(Interrupt::on_signals()?),
+        ..Default::default()
+    };
     let batch_tokens = ctl.batch_budget(backends.iter().map(|b| b.as_ref()));
+    let chunk = ctl.chunk_bound(&backends.iter().map(|b| b.as_ref()).collect::<Vec<_>>());
     let fingerprints = serde_json::json!({
         "model_fingerprint": model_fingerprint(&a.model)?,
         "tokenizer_fingerprint": text.fingerprint(),
@@ -231,6 +240,7 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         "settings": settings,
         "judge_scores_sha256": a.judge_scores.as_deref().map(sha256_file).transpose()?,
         "shard": a.shard, "batch_tokens": batch_tokens, "max_seqs": max_seqs,
+        "chunk_tokens": chunk.tokens, "chunk_flops": chunk.work.map(|(_, f)| f),
     });
     let mut journal = Journal::open(&a.out, &manifest, a.resume)?;
     if journal.resumed_chunks() > 0 {
@@ -240,8 +250,12 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     let mut reporter = Reporter::new();
     let mut workers: Vec<&mut dyn Backend> = backends.iter_mut().map(|b| b.as_mut() as &mut dyn Backend).collect();
     let output =
-        score_pool_on(&pool, &text, &mut workers, &settings, judge.as_ref(), ctl, |p: &Progress| reporter.update(p))?;
+        score_pool_on(&pool, &text, &mut workers, &settings, judge.as_ref(), ctl, |p: &Progress| reporter.update(p));
     reporter.done();
+    let output = output.map_err(|e| match e {
+        LarkError::Interrupted { signal, .. } => LarkError::Interrupted { signal, journal: Some(Journal::dir(&a.out)) },
+        e => e,
+    })?;
     drop(workers);
     drop(backends);
 
@@ -259,6 +273,10 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         write_candidates(&a.out.join("candidates.jsonl"), &output.candidates)?;
     }
     let n_skipped = output.rows.iter().filter(|r| r.skipped.is_some()).count();
+    // A shard's counts are its own (the problems it owns); `rejected` counts the pool's invalid records, which
+    // every shard reads and lists (an invalid record may have no problem id to shard by).
+    let n_problems = pool.groups.iter().filter(|(pid, _, _)| a.shard.is_none_or(|s| s.owns(*pid))).count();
+    let rate = |tokens: usize| tokens as f64 / output.seconds.max(1e-9);
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "model": a.model, "model_fingerprint": fingerprints["model_fingerprint"],
@@ -267,10 +285,14 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         "pool_records": pool.records.len(), "shard": a.shard, "batch_tokens": batch_tokens,
         "device": device, "settings": settings,
         "judge_scores": a.judge_scores,
-        "counts": {"problems": pool.n_problems(), "trajectories": output.rows.len(),
+        "chunk_tokens": chunk.tokens, "chunk_flops": chunk.work.map(|(_, f)| f),
+        "counts": {"problems": n_problems, "trajectories": output.rows.len(),
                    "scored": output.rows.len() - n_skipped, "skipped": n_skipped, "rejected": pool.rejects.len()},
         "tokens_forward": output.tokens_forward, "tokens_scored": output.tokens_scored,
-        "wall_s": output.seconds, "tokens_per_s": output.tokens_forward as f64 / output.seconds.max(1e-9),
+        // This process's work and rate; what an earlier attempt journaled is counted apart (it took no time here).
+        "wall_s": output.seconds, "tokens_per_s": rate(output.tokens_computed()),
+        "resume": {"chunks": output.chunks, "chunks_resumed": output.chunks_resumed,
+                   "tokens_resumed": output.tokens_resumed, "tokens_computed": output.tokens_computed()},
     });
     Ok(ScoreRun { pool, output, device, brier, info, journal })
 }
@@ -299,18 +321,22 @@ pub fn write_run_json(out: &Path, info: &serde_json::Value) -> Result<()> {
 pub fn run(a: ScoreArgs) -> Result<()> {
     let r = score(&a)?;
     let (_, output, _) = finish(&a.out, r)?;
-    let r = Finished { output };
     eprintln!(
-        "lark: wrote {} ({} rows, {:.0} tokens/s)",
+        "lark: wrote {} ({} rows, {:.0} tokens/s{})",
         a.out.join("scores.jsonl").display(),
-        r.output.rows.len(),
-        r.output.tokens_forward as f64 / r.output.seconds.max(1e-9)
+        output.rows.len(),
+        output.tokens_computed() as f64 / output.seconds.max(1e-9),
+        resumed_note(&output)
     );
     Ok(())
 }
 
-struct Finished {
-    output: JobOutput,
+/// ", N of M chunks resumed from the journal" when some were.
+pub fn resumed_note(o: &JobOutput) -> String {
+    if o.chunks_resumed == 0 {
+        return String::new();
+    }
+    format!(", {} of {} chunks ({} tokens) resumed from the journal", o.chunks_resumed, o.chunks, o.tokens_resumed)
 }
 
 /// Progress on stderr: a redrawn bar (problems done, tokens/s, ETA) when stderr is a terminal, a plain log

@@ -38,6 +38,10 @@ impl AtomicFile {
         let f = out.into_inner().map_err(|e| LarkError::io(&self.tmp, e.into_error()))?;
         f.sync_all().map_err(|e| LarkError::io(&self.tmp, e))?;
         drop(f);
+        if crate::crashpoint::any_armed() {
+            let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+            crate::crashpoint::reach(&format!("before-rename:{name}"));
+        }
         std::fs::rename(&self.tmp, &self.path).map_err(|e| LarkError::io(&self.path, e))?;
         // Make the rename itself durable; not every platform lets a directory be opened, hence best effort.
         if let Some(dir) = self.path.parent() {

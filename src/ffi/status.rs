@@ -47,7 +47,7 @@ impl From<LarkError> for FfiError {
             LarkError::Io { .. } | LarkError::Input { .. } => LARK_ERR_INPUT,
             LarkError::Unsupported(_) => LARK_ERR_UNSUPPORTED,
             LarkError::Backend(_) | LarkError::OutOfMemory { .. } => LARK_ERR_BACKEND,
-            LarkError::Other(_) => LARK_ERR_INPUT,
+            LarkError::Other(_) | LarkError::Interrupted { .. } => LARK_ERR_INPUT,
         };
         FfiError::new(code, e.to_string())
     }

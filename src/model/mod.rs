@@ -2,6 +2,7 @@
 //! No compute lives here: backends turn these host tensors into whatever they compute with.
 
 pub mod config;
+pub mod flops;
 pub mod gguf;
 pub mod presets;
 pub mod random;

@@ -11,8 +11,10 @@
 //! assembled in chunk and pool order, so the output is byte-identical whatever the number of workers.
 //! A batch that runs out of device memory is split and retried ([`super::schedule::score_splitting`]).
 
+use super::interrupt::{self, Interrupt};
 use super::prepare::{Chunk, Plan};
 use super::resume::{Indexed, Journal};
+use super::schedule::ChunkBound;
 use super::shard::Shard;
 use super::workers::{work, BatchOut, Credits, Event, Pass, Shared, StopOnDrop, Work};
 use crate::backend::Backend;
@@ -84,7 +86,20 @@ pub struct JobOutput {
     /// Tokens that went through the model (scored spans with their prefixes), and scored tokens.
     pub tokens_forward: usize,
     pub tokens_scored: usize,
+    /// Of `tokens_forward`, those read back from the journal of an earlier attempt (not recomputed), and the
+    /// chunks they came in.
+    pub tokens_resumed: usize,
+    pub chunks_resumed: usize,
+    /// Chunks of the job in all.
+    pub chunks: usize,
     pub seconds: f64,
+}
+
+impl JobOutput {
+    /// Tokens through the model in this process (the rate's numerator: resumed work took no time here).
+    pub fn tokens_computed(&self) -> usize {
+        self.tokens_forward - self.tokens_resumed
+    }
 }
 
 /// How a job is run, beyond what changes its numbers on the CPU.
@@ -102,6 +117,8 @@ pub struct JobControl<'a> {
     /// of the others — what resume, sharding and `lark merge` need to be byte-identical. On the CPU a single
     /// sequence already gives the GEMMs hundreds of rows, so little is lost.
     pub max_seqs: Option<usize>,
+    /// Stop (with `LarkError::Interrupted`) once this is raised: SIGINT/SIGTERM in the CLI.
+    pub interrupt: Option<Interrupt>,
 }
 
 impl JobControl<'_> {
@@ -111,15 +128,26 @@ impl JobControl<'_> {
         let own = || backends.into_iter().map(|b| b.batch_token_budget()).min().unwrap_or(16384);
         self.batch_tokens.unwrap_or_else(own).max(1)
     }
-    /// Tokens per chunk (the unit of the journal): a few batches, so batches stay full while a kill loses
-    /// little work.
-    pub fn chunk_tokens<'b>(&self, backends: impl IntoIterator<Item = &'b dyn Backend>) -> usize {
-        self.batch_budget(backends).saturating_mul(CHUNK_BATCHES)
+    /// What ends a chunk (the unit of the journal): a few batches of tokens, so batches stay full, or about
+    /// [`CHUNK_WORK_SECONDS`] of work at the slowest backend's nominal rate, so a kill loses little work.
+    pub fn chunk_bound(&self, backends: &[&dyn Backend]) -> ChunkBound {
+        let tokens = self.batch_budget(backends.iter().copied()).saturating_mul(CHUNK_BATCHES);
+        let rate = backends.iter().map(|b| b.nominal_flops_per_s()).fold(f64::INFINITY, f64::min);
+        // Every backend of a job runs the same model: the first one's work model is the job's.
+        let work = backends.first().and_then(|b| b.work_model());
+        match work {
+            Some(w) if rate.is_finite() => ChunkBound { tokens, work: Some((w, rate * CHUNK_WORK_SECONDS)) },
+            _ => ChunkBound::tokens(tokens),
+        }
     }
 }
 
-/// Batches per chunk.
+/// Batches per chunk (at most).
 const CHUNK_BATCHES: usize = 4;
+
+/// The work of one chunk at most, in seconds at the backends' nominal rate ([`Backend::nominal_flops_per_s`]):
+/// what a crash loses at most, about.
+pub const CHUNK_WORK_SECONDS: f64 = 60.0;
 
 /// Parse `--brier exact|topk:K`.
 pub fn parse_brier(s: &str) -> Result<BrierMode> {
@@ -170,7 +198,7 @@ const QUEUED_PER_WORKER: usize = 2;
 
 /// Score the records of `pool` (those of `ctl.shard`) on `backends`, one worker thread each (several GPUs:
 /// one per device), chunk by chunk of whole problems: consecutive problems in pool order until a chunk
-/// holds [`JobControl::chunk_tokens`] tokens. A tokeniser thread prepares the records in pool order ahead
+/// reaches its [`JobControl::chunk_bound`] (tokens or work). A tokeniser thread prepares the records in pool order ahead
 /// of the devices and hands on each chunk, with its batches (longest first), as soon as it is complete;
 /// the batches go to one queue that every worker takes from; the results come back tagged with their chunk
 /// and batch and are put together here, on the caller's thread, in chunk order. Each chunk is appended to
@@ -201,7 +229,7 @@ pub fn score_pool_on(
         text,
         settings,
         groups: &groups,
-        chunk_tokens: budget.saturating_mul(CHUNK_BATCHES),
+        chunk: ctl.chunk_bound(&backends.iter().map(|b| &**b).collect::<Vec<_>>()),
         budget,
         max_seqs: ctl.max_seqs.unwrap_or(4096).max(1),
         journaled: ctl.journal.as_ref().map(|j| j.chunk_numbers()).unwrap_or_default(),
@@ -225,6 +253,7 @@ pub fn score_pool_on(
     let mut co = Coordinator {
         plan: &plan,
         journal: ctl.journal,
+        interrupt: ctl.interrupt,
         judge,
         n_workers,
         ready: VecDeque::new(),
@@ -233,6 +262,8 @@ pub fn score_pool_on(
         got_last: groups.is_empty(),
         out: Vec::new(),
         seen: Seen::default(),
+        resumed: Seen::default(),
+        chunks: 0,
         records_total: groups.iter().map(|&(_, a, b)| b - a).sum(),
         p: Progress {
             trajectories_done: 0,
@@ -261,7 +292,7 @@ pub fn score_pool_on(
         // queue and the event channel close as they go out of scope with it.
         let _stop = StopOnDrop { stop: &shared.stop, credits };
         // How far the tokeniser may run ahead of the queue (see LOOKAHEAD_TOKENS).
-        credits.give((LOOKAHEAD_TOKENS / plan.chunk_tokens.max(1)).max(n_workers + 2));
+        credits.give((LOOKAHEAD_TOKENS / plan.chunk.tokens.max(1)).max(n_workers + 2));
         co.run(&event_rx, work_tx, credits, &mut progress)
     })?;
 
@@ -273,6 +304,9 @@ pub fn score_pool_on(
         candidates: co.out,
         tokens_forward: co.seen.tokens,
         tokens_scored: co.seen.n_scored,
+        tokens_resumed: co.resumed.tokens,
+        chunks_resumed: co.resumed.records,
+        chunks: co.chunks,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -311,6 +345,7 @@ struct Flight {
 struct Coordinator<'a, 'j> {
     plan: &'a Plan<'a>,
     journal: Option<&'j mut Journal>,
+    interrupt: Option<Interrupt>,
     judge: Option<&'a JudgeScores>,
     n_workers: usize,
     /// Chunks from the tokeniser not yet queued.
@@ -323,6 +358,10 @@ struct Coordinator<'a, 'j> {
     got_last: bool,
     out: Vec<Indexed>,
     seen: Seen,
+    /// What was read back from the journal (of `seen`): `records` counts chunks here.
+    resumed: Seen,
+    /// Chunks finished.
+    chunks: usize,
     records_total: usize,
     p: Progress,
     t0: Instant,
@@ -350,9 +389,20 @@ impl Coordinator<'_, '_> {
             if self.got_last && self.ready.is_empty() && self.flights.is_empty() {
                 return Ok(());
             }
-            let ev = events.recv().map_err(|_| {
-                LarkError::Backend("the job's tokeniser and workers stopped before the job was done".into())
-            })?;
+            let ev = loop {
+                if let Some(i) = &self.interrupt {
+                    i.check()?;
+                }
+                match events.recv_timeout(interrupt::POLL) {
+                    Ok(ev) => break ev,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(LarkError::Backend(
+                            "the job's tokeniser and workers stopped before the job was done".into(),
+                        ))
+                    }
+                }
+            };
             match ev {
                 Event::Chunk(c) => {
                     let c = c?;
@@ -440,6 +490,8 @@ impl Coordinator<'_, '_> {
             Some(items) => {
                 self.p.trajectories_done += c.ready.len();
                 self.p.tokens_done += c.tokens;
+                self.resumed.records += 1;
+                self.resumed.tokens += c.tokens;
                 items
             }
             None => {
@@ -451,6 +503,7 @@ impl Coordinator<'_, '_> {
             }
         };
         self.out.extend(items);
+        self.chunks += 1;
         self.p.problems_done += c.n_problems;
         self.p.elapsed_s = self.t0.elapsed().as_secs_f64();
         progress(&self.p);

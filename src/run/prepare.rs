@@ -2,9 +2,9 @@
 //! scored spans found in pool order, a window of records at a time in parallel (rayon), cut into the job's
 //! chunks as soon as each is complete, and each chunk's batches formed. The chunks and their batches are
 //! exactly those of tokenising the whole pool first: a chunk's end depends only on the token counts of the
-//! problems before it ([`Chunker`]), never on how far tokenisation has got.
+//! problems before it ([`Chunker`]: their tokens and forward work), never on how far tokenisation has got.
 
-use super::schedule::{pack_by_length, Chunker};
+use super::schedule::{pack_by_length, ChunkBound, Chunker};
 use super::ScoreSettings;
 use crate::error::{LarkError, Result};
 use crate::io::{Pool, Record};
@@ -27,7 +27,7 @@ pub(crate) struct Plan<'a> {
     pub settings: &'a ScoreSettings,
     /// The job's problems (after sharding): (problem_id, first record, end record).
     pub groups: &'a [(i64, usize, usize)],
-    pub chunk_tokens: usize,
+    pub chunk: ChunkBound,
     pub budget: usize,
     pub max_seqs: usize,
     /// Chunks the journal holds: their Local Naturalness windows are not built (they are read back).
@@ -97,7 +97,7 @@ impl Plan<'_> {
     /// (chunk 0 first). Stops at the first error (handed on) or when `emit` returns false (nobody listens).
     pub fn produce(&self, mut emit: impl FnMut(Result<Chunk>) -> bool) {
         let records = &self.pool.records;
-        let mut chunker = Chunker::new(self.chunk_tokens);
+        let mut chunker = Chunker::new(self.chunk);
         let mut k = 0usize;
         // The chunk being filled: its first group and its records so far.
         let (mut first_group, mut idx, mut prepared) = (0usize, Vec::new(), Vec::new());
@@ -124,14 +124,16 @@ impl Plan<'_> {
             };
             for gi in g..end {
                 let (_, a, b) = self.groups[gi];
-                let mut tokens = 0usize;
+                let (mut tokens, mut flops) = (0usize, 0.0f64);
                 for i in a..b {
                     let p = done.next().expect("one prepared record per record of the window");
-                    tokens += p.ready().map_or(0, |t| t.score_to);
+                    let len = p.ready().map_or(0, |t| t.score_to);
+                    tokens += len;
+                    flops += if len > 0 { self.chunk.flops(len) } else { 0.0 };
                     idx.push(i);
                     prepared.push(p);
                 }
-                if chunker.push(tokens, gi + 1 == self.groups.len()) {
+                if chunker.push(tokens, flops, gi + 1 == self.groups.len()) {
                     let last = gi + 1 == self.groups.len();
                     let (i, p) = (std::mem::take(&mut idx), std::mem::take(&mut prepared));
                     let chunk = self.chunk(k, last, gi + 1 - first_group, i, p);

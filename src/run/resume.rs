@@ -233,13 +233,24 @@ impl Journal {
         let mut text = serde_json::to_string(&line).expect("serialisable");
         text.push('\n');
         let log = self.dir.join("journal.jsonl");
-        self.file.write_all(text.as_bytes()).map_err(|e| LarkError::io(&log, e))?;
+        let bytes = text.as_bytes();
+        if crate::crashpoint::any_armed() {
+            // A kill between the halves leaves a torn last line, which a resume cuts off.
+            let (a, b) = bytes.split_at(bytes.len() / 2);
+            self.file.write_all(a).and_then(|_| self.file.flush()).map_err(|e| LarkError::io(&log, e))?;
+            crate::crashpoint::reach("journal-mid-line");
+            self.file.write_all(b).map_err(|e| LarkError::io(&log, e))?;
+        } else {
+            self.file.write_all(bytes).map_err(|e| LarkError::io(&log, e))?;
+        }
         self.file.flush().map_err(|e| LarkError::io(&log, e))?;
+        crate::crashpoint::reach("journal-before-sync");
         self.file.sync_data().map_err(|e| LarkError::io(&log, e))
     }
 
     /// Remove the journal: the run's final files are written.
     pub fn finish(self) -> Result<()> {
+        crate::crashpoint::reach("before-journal-removal");
         drop(self.file);
         std::fs::remove_dir_all(&self.dir).map_err(|e| LarkError::io(&self.dir, e))
     }

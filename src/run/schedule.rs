@@ -5,6 +5,7 @@
 
 use crate::backend::{Backend, SeqRequest};
 use crate::error::LarkError;
+use crate::model::flops::WorkModel;
 use crate::stats::{StatsOptions, TokenStats};
 
 /// Indices of `lengths` grouped into batches of at most `token_budget` tokens (a trajectory longer than
@@ -31,25 +32,52 @@ pub fn pack_by_length(lengths: &[usize], token_budget: usize, max_seqs: usize) -
     batches
 }
 
-/// Where a job's chunks end: consecutive problems in pool order until a chunk holds `chunk_tokens` tokens,
-/// and the last problem. Fed one problem at a time (its ready trajectories' token count), so the chunks can
-/// be cut while the pool is still being tokenised and are the same whatever the tokenisation's pace: they
-/// depend only on the pool, the settings and the budget, which is what a resumed run relies on.
+/// What ends a job's chunk (the unit of the journal): `tokens` tokens through the model, or `flops` of
+/// forward work by `work`, whichever comes first. The work bound keeps the work a kill can lose to about
+/// [`super::CHUNK_WORK_SECONDS`] on a slow backend (a CPU scoring a 7B model does ~20 tokens/s, so a
+/// token bound alone would be hours of work), the token bound keeps batches full on a fast one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkBound {
+    pub tokens: usize,
+    pub work: Option<(WorkModel, f64)>,
+}
+
+impl ChunkBound {
+    pub fn tokens(tokens: usize) -> ChunkBound {
+        ChunkBound { tokens, work: None }
+    }
+    /// The forward FLOPs of a sequence of `len` tokens, as the bound counts them (0 without a work bound).
+    pub fn flops(&self, len: usize) -> f64 {
+        self.work.map_or(0.0, |(w, _)| w.flops(len))
+    }
+    /// The work bound in FLOPs (∞ without one).
+    pub fn max_flops(&self) -> f64 {
+        self.work.map_or(f64::INFINITY, |(_, f)| f)
+    }
+}
+
+/// Where a job's chunks end: consecutive problems in pool order until a chunk reaches its [`ChunkBound`],
+/// and the last problem. Fed one problem at a time (its ready trajectories' tokens and work), so the chunks
+/// can be cut while the pool is still being tokenised and are the same whatever the tokenisation's pace:
+/// they depend only on the pool, the settings, the model and the bound, which is what a resumed run relies on.
 #[derive(Debug, Clone)]
 pub struct Chunker {
-    chunk_tokens: usize,
-    acc: usize,
+    bound: ChunkBound,
+    tokens: usize,
+    flops: f64,
 }
 
 impl Chunker {
-    pub fn new(chunk_tokens: usize) -> Chunker {
-        Chunker { chunk_tokens, acc: 0 }
+    pub fn new(bound: ChunkBound) -> Chunker {
+        Chunker { bound, tokens: 0, flops: 0.0 }
     }
-    /// Add a problem of `tokens` tokens; true when the chunk ends after it (`last`: the job's last problem).
-    pub fn push(&mut self, tokens: usize, last: bool) -> bool {
-        self.acc += tokens;
-        if self.acc >= self.chunk_tokens || last {
-            self.acc = 0;
+    /// Add a problem of `tokens` tokens and `flops` of work; true when the chunk ends after it (`last`: the
+    /// job's last problem).
+    pub fn push(&mut self, tokens: usize, flops: f64, last: bool) -> bool {
+        self.tokens += tokens;
+        self.flops += flops;
+        if self.tokens >= self.bound.tokens || self.flops >= self.bound.max_flops() || last {
+            (self.tokens, self.flops) = (0, 0.0);
             return true;
         }
         false
@@ -119,9 +147,24 @@ mod tests {
 
     #[test]
     fn chunker_cuts_after_the_budget_and_at_the_end() {
-        let mut c = Chunker::new(10);
-        let ends: Vec<bool> = [4, 5, 1, 20, 0, 3].iter().enumerate().map(|(i, &t)| c.push(t, i == 5)).collect();
+        let mut c = Chunker::new(ChunkBound::tokens(10));
+        let ends: Vec<bool> = [4, 5, 1, 20, 0, 3].iter().enumerate().map(|(i, &t)| c.push(t, 0.0, i == 5)).collect();
         assert_eq!(ends, vec![false, false, true, true, false, true]);
+    }
+
+    #[test]
+    fn chunker_cuts_at_the_work_bound_before_the_token_bound() {
+        let work = WorkModel { constant: 0.0, linear: 1.0, quadratic: 0.0 };
+        let bound = ChunkBound { tokens: 1000, work: Some((work, 10.0)) };
+        assert_eq!(bound.flops(7), 7.0);
+        let mut c = Chunker::new(bound);
+        // Problems of few tokens but much work (a large model): the work bound ends the chunks.
+        let ends: Vec<bool> =
+            [(2, 6.0), (2, 6.0), (1, 1.0), (1, 30.0), (1, 1.0)].iter().map(|&(t, f)| c.push(t, f, false)).collect();
+        assert_eq!(ends, vec![false, true, false, true, false]);
+        // And the token bound still ends them when the work is small.
+        let mut c = Chunker::new(bound);
+        assert!(!c.push(999, 0.0, false) && c.push(1, 0.0, false));
     }
 
     /// Per-token numbers that depend only on the sequence; OOM above `limit` tokens per call.

@@ -243,6 +243,15 @@ impl Backend for CpuBackend {
     fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {
         Ok(self.score_with_hidden(batch, opts)?.1)
     }
+
+    fn work_model(&self) -> Option<crate::model::flops::WorkModel> {
+        Some(crate::model::flops::WorkModel::of(&self.config))
+    }
+
+    /// 25 GFLOP/s: two older cores without AVX-512 (this backend reaches ~200 GFLOP/s on two AVX-512 cores).
+    fn nominal_flops_per_s(&self) -> f64 {
+        25e9
+    }
 }
 
 #[cfg(test)]

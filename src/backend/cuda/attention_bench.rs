@@ -46,7 +46,7 @@ impl AttentionTiming {
 /// Causal attention FLOPs of one launch (one layer) over sequences of `lens` tokens: QKᵀ and PV over t(t+1)/2
 /// pairs per head, 2 FLOPs per multiply-add. `lark bench`, the selftest and this module all count with it.
 pub fn causal_flops(lens: &[usize], shape: HeadShape) -> f64 {
-    lens.iter().map(|&t| 4.0 * (t as f64) * (t as f64 + 1.0) / 2.0 * (shape.head_dim * shape.num_heads) as f64).sum()
+    crate::model::flops::causal_attention_flops(lens, shape.num_heads, shape.head_dim)
 }
 
 /// Time every tensor-core attention kernel for `shape` on one packed batch of sequences of `lens` tokens (random

@@ -101,6 +101,16 @@ impl Backend for CudaBackend {
         self.forward.max_tokens.clamp(1024, 65536)
     }
 
+    fn work_model(&self) -> Option<crate::model::flops::WorkModel> {
+        Some(crate::model::flops::WorkModel::of(&self.forward.model.config))
+    }
+
+    /// 100 TFLOP/s, below what an A100 sustains here: a chunk (4 batches of up to 64K tokens) is then rarely cut
+    /// by work on a GPU, only for very long sequences of large models.
+    fn nominal_flops_per_s(&self) -> f64 {
+        100e12
+    }
+
     /// Device memory in use (context, weights, workspaces), the most seen after any `score` call.
     fn peak_memory_bytes(&self) -> Option<u64> {
         Some(self.peak_used)
