@@ -20,7 +20,7 @@ use crate::backend::cpu::{ops as cpu, CpuBackend};
 use crate::backend::{Backend, SeqRequest};
 use crate::error::{LarkError, Result};
 use crate::model::random::{tiny_config, write_random_model, SplitMix};
-use crate::model::{Architecture, Llama3RopeScaling, Model, ModelConfig, StoredDtype};
+use crate::model::{Architecture, Llama3RopeScaling, Model, ModelConfig, RopeScaling, StoredDtype};
 use crate::stats::{topk_brier, vocab_stats_row, StatsOptions, TokenStats};
 use cudarc::driver::{CudaSlice, DeviceRepr};
 use half::bf16;
@@ -491,12 +491,12 @@ fn rope_config_llama3(d: usize) -> ModelConfig {
     let mut c = tiny_config(Architecture::Llama);
     c.head_dim = d;
     c.rope_theta = 5e5;
-    c.rope_scaling = Some(Llama3RopeScaling {
+    c.rope_scaling = Some(RopeScaling::Llama3(Llama3RopeScaling {
         factor: 32.0,
         low_freq_factor: 1.0,
         high_freq_factor: 4.0,
         original_max_position_embeddings: 8192.0,
-    });
+    }));
     c
 }
 
@@ -985,12 +985,12 @@ pub(crate) fn random_configs() -> Vec<(&'static str, ModelConfig)> {
     let mut l64 = base(Architecture::Llama);
     (l64.vocab_size, l64.hidden_size, l64.intermediate_size, l64.num_layers) = (12007, 512, 1376, 3);
     (l64.num_heads, l64.num_kv_heads, l64.head_dim, l64.rope_theta) = (8, 2, 64, 5e5);
-    l64.rope_scaling = Some(Llama3RopeScaling {
+    l64.rope_scaling = Some(RopeScaling::Llama3(Llama3RopeScaling {
         factor: 32.0,
         low_freq_factor: 1.0,
         high_freq_factor: 4.0,
         original_max_position_embeddings: 8192.0,
-    });
+    }));
     l64.qkv_bias = false;
     l64.tie_word_embeddings = true;
     vec![
@@ -1317,9 +1317,9 @@ fn one_model(
     real: bool,
 ) -> Result<()> {
     let model = Model::open(dir)?;
-    let mut fast = CudaBackend::new(&model, opts.ordinal)?;
+    let mut fast = CudaBackend::open_unmeasured(&model, opts.ordinal, Precision::Bf16)?;
     fast.forward_mut().poison = true;
-    let mut exact = CudaBackend::with_precision(&model, opts.ordinal, Precision::Fp32)?;
+    let mut exact = CudaBackend::open_unmeasured(&model, opts.ordinal, Precision::Fp32)?;
     exact.forward_mut().poison = true;
     model_rows(
         opts,
