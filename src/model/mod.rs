@@ -119,7 +119,9 @@ fn explain_tensor_error(e: LarkError, name: &str, c: &ModelConfig) -> LarkError 
             c.architecture.hf_name(),
             c.head_dim
         )
-    } else if [".q_proj.", ".k_proj.", ".v_proj.", ".o_proj."].iter().any(|p| name.contains(p)) {
+    } else if message.starts_with("shape")
+        && [".q_proj.", ".k_proj.", ".v_proj.", ".o_proj."].iter().any(|p| name.contains(p))
+    {
         format!(
             "{message} (from config.json: num_attention_heads {} × head_dim {} = {}, num_key_value_heads {} × head_dim \
              = {}, hidden_size {}): the config's head_dim does not fit the projection weights",

@@ -405,12 +405,29 @@ mod tests {
     /// group sizes and biases; statistics land in the right place for every sequence.
     #[test]
     fn forward_on_the_mock_matches_the_cpu_backend() {
-        for (arch, mlp_bias) in [(Architecture::Qwen2, false), (Architecture::Llama, true)] {
+        for (arch, mlp_bias) in
+            [(Architecture::Qwen2, false), (Architecture::Llama, true), (Architecture::Qwen3, false)]
+        {
             let dir = tempfile::tempdir().unwrap();
             let mut cfg = tiny_config(arch);
             cfg.mlp_bias = mlp_bias;
             cfg.o_bias = mlp_bias;
             cfg.qkv_bias = true;
+            if arch == Architecture::Qwen3 {
+                // The fused q/k-norm + RoPE path, with YaRN's attention factor and head_dim ≠ hidden/heads.
+                cfg.head_dim = 12;
+                cfg.o_bias = true; // attention_bias biases q, k, v and o alike in Qwen3
+                cfg.rope_scaling = Some(crate::model::RopeScaling::Yarn(crate::model::YarnRopeScaling {
+                    factor: 4.0,
+                    original_max_position_embeddings: 16.0,
+                    beta_fast: 32.0,
+                    beta_slow: 1.0,
+                    attention_factor: None,
+                    mscale: None,
+                    mscale_all_dim: None,
+                    truncate: true,
+                }));
+            }
             write_random_model(dir.path(), &cfg, StoredDtype::BF16, 5).unwrap();
             let model = Model::open(dir.path()).unwrap();
             let data = batch_data(cfg.vocab_size);
