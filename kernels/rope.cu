@@ -35,6 +35,34 @@
 
 namespace {
 
+// cos and sin of the token's D/2 angles into cs (cos[half] then sin[half]), each multiplied by `factor` when
+// kScaled (rope_norm_qkv_split; the original kernel instantiates kScaled = false and computes what it always did).
+template <bool kScaled>
+__device__ __forceinline__ void rope_angles(const float* __restrict__ inv_freq, float pos, int half, float factor,
+                                            float* cs) {
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float angle = pos * inv_freq[i];  // fp32 product, as the reference
+        double s, c;
+        sincos(static_cast<double>(angle), &s, &c);
+        cs[i] = kScaled ? static_cast<float>(c) * factor : static_cast<float>(c);
+        cs[half + i] = kScaled ? static_cast<float>(s) * factor : static_cast<float>(s);
+    }
+}
+
+// Values: copied from the row with their bias (no rotation).
+template <typename A>
+__device__ __forceinline__ void copy_values(const A* __restrict__ row, const float* __restrict__ bias,
+                                            A* __restrict__ v, int t, int H, int Hkv, int D) {
+    const int v_off = (H + Hkv) * D;
+    const int n_v = Hkv * D;
+    A* vdst = v + static_cast<long long>(t) * n_v;
+    for (int j = threadIdx.x; j < n_v; j += blockDim.x) {
+        float a = lark_ld(row + v_off + j);
+        if (bias) a += bias[v_off + j];
+        lark_st(vdst + j, a);
+    }
+}
+
 template <typename A>
 __device__ __forceinline__ void rope_qkv_split(const A* __restrict__ qkv, const float* __restrict__ bias,
                                                const int* __restrict__ positions, const float* __restrict__ inv_freq,
@@ -43,14 +71,7 @@ __device__ __forceinline__ void rope_qkv_split(const A* __restrict__ qkv, const 
     const int t = blockIdx.x;
     if (t >= T || D > ROPE_MAX_D || (D & 1)) return;  // uniform over the block
     const int half = D / 2;
-    const float pos = static_cast<float>(positions[t]);
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float angle = pos * inv_freq[i];  // fp32 product, as the reference
-        double s, c;
-        sincos(static_cast<double>(angle), &s, &c);
-        cs[i] = static_cast<float>(c);
-        cs[half + i] = static_cast<float>(s);
-    }
+    rope_angles<false>(inv_freq, static_cast<float>(positions[t]), half, 1.0f, cs);
     __syncthreads();
 
     const int width = (H + 2 * Hkv) * D;
@@ -73,15 +94,7 @@ __device__ __forceinline__ void rope_qkv_split(const A* __restrict__ qkv, const 
         lark_st(dst + i, ra);
         lark_st(dst + i + half, rb);
     }
-    // Values: copied with their bias.
-    const int v_off = (H + Hkv) * D;
-    const int n_v = Hkv * D;
-    A* vdst = v + static_cast<long long>(t) * n_v;
-    for (int j = threadIdx.x; j < n_v; j += blockDim.x) {
-        float a = lark_ld(row + v_off + j);
-        if (bias) a += bias[v_off + j];
-        lark_st(vdst + j, a);
-    }
+    copy_values(row, bias, v, t, H, Hkv, D);
 }
 
 // Bias, per-head q/k RMSNorm (optional) and RoPE with scaled cos/sin, then the split (see the file comment).
@@ -96,14 +109,7 @@ __device__ __forceinline__ void rope_norm_qkv_split(const A* __restrict__ qkv, c
     const int t = blockIdx.x;
     if (t >= T || D > ROPE_MAX_D || (D & 1) || blockDim.x != 32 * ROPE_WARPS) return;  // uniform over the block
     const int half = D / 2;
-    const float pos = static_cast<float>(positions[t]);
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float angle = pos * inv_freq[i];  // fp32 product, as the reference
-        double s, c;
-        sincos(static_cast<double>(angle), &s, &c);
-        cs[i] = static_cast<float>(c) * attention_factor;
-        cs[half + i] = static_cast<float>(s) * attention_factor;
-    }
+    rope_angles<true>(inv_freq, static_cast<float>(positions[t]), half, attention_factor, cs);
     const int width = (H + 2 * Hkv) * D;
     const A* row = qkv + static_cast<long long>(t) * width;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -141,14 +147,7 @@ __device__ __forceinline__ void rope_norm_qkv_split(const A* __restrict__ qkv, c
         }
         __syncthreads();  // before the next round overwrites x
     }
-    const int v_off = (H + Hkv) * D;
-    const int n_v = Hkv * D;
-    A* vdst = v + static_cast<long long>(t) * n_v;
-    for (int j = threadIdx.x; j < n_v; j += blockDim.x) {
-        float a = lark_ld(row + v_off + j);
-        if (bias) a += bias[v_off + j];
-        lark_st(vdst + j, a);
-    }
+    copy_values(row, bias, v, t, H, Hkv, D);
 }
 
 }  // namespace

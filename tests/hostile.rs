@@ -820,16 +820,7 @@ fn write_qwen3_student(dir: &Path) -> lark::model::ModelConfig {
     let mut cfg = tiny_config(Architecture::Qwen3);
     cfg.vocab_size = 49152;
     cfg.head_dim = 16; // ≠ hidden/heads = 8
-    cfg.rope_scaling = Some(lark::model::RopeScaling::Yarn(lark::model::YarnRopeScaling {
-        factor: 4.0,
-        original_max_position_embeddings: 32.0,
-        beta_fast: 32.0,
-        beta_slow: 1.0,
-        attention_factor: None,
-        mscale: None,
-        mscale_all_dim: None,
-        truncate: true,
-    }));
+    cfg.rope_scaling = Some(lark::model::RopeScaling::Yarn(lark::model::YarnRopeScaling::new(4.0, 32.0)));
     write_random_model(dir, &cfg, StoredDtype::F32, 13).unwrap();
     let smol = common::fixtures::smollm2_dir();
     for f in ["tokenizer.json", "tokenizer_config.json"] {

@@ -57,6 +57,21 @@ pub struct YarnRopeScaling {
 }
 
 impl YarnRopeScaling {
+    /// `factor` over `original_max_position_embeddings` with transformers' defaults for everything else (the
+    /// settings Qwen3's model cards give: factor 4 over 32,768).
+    pub fn new(factor: f64, original_max_position_embeddings: f64) -> Self {
+        YarnRopeScaling {
+            factor,
+            original_max_position_embeddings,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            attention_factor: None,
+            mscale: None,
+            mscale_all_dim: None,
+            truncate: true,
+        }
+    }
+
     /// The factor cos and sin are multiplied by: `attention_factor` when given, else transformers'
     /// `get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)` when both are given (and non-zero), else
     /// `get_mscale(factor)` = 0.1·ln(factor) + 1 (1 for factor ≤ 1).

@@ -417,16 +417,7 @@ mod tests {
                 // The fused q/k-norm + RoPE path, with YaRN's attention factor and head_dim ≠ hidden/heads.
                 cfg.head_dim = 12;
                 cfg.o_bias = true; // attention_bias biases q, k, v and o alike in Qwen3
-                cfg.rope_scaling = Some(crate::model::RopeScaling::Yarn(crate::model::YarnRopeScaling {
-                    factor: 4.0,
-                    original_max_position_embeddings: 16.0,
-                    beta_fast: 32.0,
-                    beta_slow: 1.0,
-                    attention_factor: None,
-                    mscale: None,
-                    mscale_all_dim: None,
-                    truncate: true,
-                }));
+                cfg.rope_scaling = Some(crate::model::RopeScaling::Yarn(crate::model::YarnRopeScaling::new(4.0, 16.0)));
             }
             write_random_model(dir.path(), &cfg, StoredDtype::BF16, 5).unwrap();
             let model = Model::open(dir.path()).unwrap();

@@ -507,16 +507,7 @@ fn rope_config_yarn(d: usize) -> ModelConfig {
     let mut c = tiny_config(Architecture::Qwen3);
     c.head_dim = d;
     c.rope_theta = 1e6;
-    c.rope_scaling = Some(RopeScaling::Yarn(YarnRopeScaling {
-        factor: 4.0,
-        original_max_position_embeddings: 32768.0,
-        beta_fast: 32.0,
-        beta_slow: 1.0,
-        attention_factor: None,
-        mscale: None,
-        mscale_all_dim: None,
-        truncate: true,
-    }));
+    c.rope_scaling = Some(RopeScaling::Yarn(YarnRopeScaling::new(4.0, 32768.0)));
     c
 }
 
