@@ -811,3 +811,133 @@ fn nan_weights_stop_the_run_without_recording_scores() {
     let o = lark(&score_args(model.path(), &pool, &out));
     assert_refused(&o, &["pool.jsonl:", "non-finite log-probabilities", "no score is recorded"], Some(&out));
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Qwen3 and rope scaling (issue 13)
+
+/// A tiny Qwen3 student with SmolLM2's tokenizer (the text path is real; the weights random), YaRN scaled.
+fn write_qwen3_student(dir: &Path) -> lark::model::ModelConfig {
+    let mut cfg = tiny_config(Architecture::Qwen3);
+    cfg.vocab_size = 49152;
+    cfg.head_dim = 16; // ≠ hidden/heads = 8
+    cfg.rope_scaling = Some(lark::model::RopeScaling::Yarn(lark::model::YarnRopeScaling::new(4.0, 32.0)));
+    write_random_model(dir, &cfg, StoredDtype::F32, 13).unwrap();
+    let smol = common::fixtures::smollm2_dir();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(smol.join(f), dir.join(f)).unwrap();
+    }
+    cfg
+}
+
+#[test]
+fn qwen3_and_rope_scaling_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    write_qwen3_student(&m);
+    let cfg_path = m.join("config.json");
+    let config_json = s(&cfg_path).to_string();
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let inspect = |c: &Value| {
+        std::fs::write(&cfg_path, c.to_string()).unwrap();
+        lark(&["inspect", "--model", s(&m)])
+    };
+    // As written, it opens and `lark inspect` shows the scaling.
+    let o = inspect(&cfg);
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_ok(&o);
+    assert!(shown.contains("Qwen3ForCausalLM") && shown.contains("yarn scaling factor 4"), "{shown}");
+
+    // A head_dim that does not fit the projections: named with the sizes it implies.
+    let mut c = cfg.clone();
+    c["head_dim"] = json!(32);
+    assert_refused(
+        &inspect(&c),
+        &[
+            "model.safetensors: tensor model.layers.0.self_attn.q_proj.weight",
+            "shape [96, 48], expected [192, 48]",
+            "head_dim",
+        ],
+        None,
+    );
+    // Rope scaling: an unknown type, YaRN without its original context, zero or negative factors; both styles.
+    let mut cases: Vec<(Value, Vec<&str>)> = vec![];
+    let scaling = |v: Value| {
+        let mut c = cfg.clone();
+        c["rope_scaling"] = v;
+        c
+    };
+    cases.push((
+        scaling(json!({"rope_type": "dynamic", "factor": 2.0})),
+        vec!["`dynamic`", "field `rope_scaling.rope_type`"],
+    ));
+    cases.push((scaling(json!({"type": "longrope", "factor": 2.0})), vec!["`longrope`", "supported: default, linear"]));
+    cases.push((
+        scaling(json!({"rope_type": "yarn", "factor": 4.0})),
+        vec!["field `rope_scaling.original_max_position_embeddings`", "missing (rope type `yarn` needs it)"],
+    ));
+    for f in [0.0, -2.0] {
+        cases.push((
+            scaling(json!({"rope_type": "yarn", "factor": f, "original_max_position_embeddings": 32})),
+            vec!["field `rope_scaling.factor`", "must be a positive number"],
+        ));
+        cases.push((
+            scaling(json!({"rope_type": "linear", "factor": f})),
+            vec!["field `rope_scaling.factor`", "must be a positive number"],
+        ));
+    }
+    let mut nested = cfg.clone();
+    nested.as_object_mut().unwrap().remove("rope_scaling");
+    nested["rope_parameters"] =
+        json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": -1});
+    cases.push((nested, vec!["field `rope_parameters.original_max_position_embeddings`", "must be a positive number"]));
+    for (c, needles) in cases {
+        let mut needles = needles;
+        needles.push(&config_json);
+        assert_refused(&inspect(&c), &needles, None);
+    }
+
+    // A Qwen3 config over weights without the q/k norms (here: a Qwen2 model's).
+    let q2 = dir.path().join("q2");
+    write_random_model(&q2, &tiny_config(Architecture::Qwen2), StoredDtype::F32, 3).unwrap();
+    let q2_cfg = q2.join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&q2_cfg).unwrap()).unwrap();
+    c["architectures"] = json!(["Qwen3ForCausalLM"]);
+    c["model_type"] = json!("qwen3");
+    std::fs::write(&q2_cfg, c.to_string()).unwrap();
+    assert_refused(
+        &lark(&["inspect", "--model", s(&q2)]),
+        &["model.safetensors: tensor model.layers.0.self_attn.q_norm.weight", "missing", "per-head RMSNorm"],
+        None,
+    );
+}
+
+#[test]
+fn qwen3_scores_on_the_cpu_and_waits_for_an_opt_in_on_the_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    write_qwen3_student(&m);
+    let pool = dir.path().join("pool.jsonl");
+    std::fs::write(&pool, small_pool(4)).unwrap();
+    // The CPU scores it (past YaRN's original context of 32 tokens), with --max-len up to 131,072.
+    let out = dir.path().join("cpu");
+    let mut args = score_args(&m, &pool, &out);
+    args.extend(["--max-len", "131072"]);
+    assert_ok(&lark(&args));
+    let rows = read_jsonl(&out.join("scores.jsonl"));
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["L"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0)), "{rows:?}");
+    assert!(rows.iter().all(|r| r["n_tokens"].as_u64().unwrap() > 0));
+    // The GPU path needs a kernel no GPU has run yet: refused, saying how to opt in, before anything is written
+    // (on a machine without a GPU the opt-in then fails at opening the device instead).
+    let out = dir.path().join("gpu");
+    let mut args = score_args(&m, &pool, &out);
+    let n = args.len();
+    args[n - 1] = "cuda";
+    let o = Command::new(env!("CARGO_BIN_EXE_lark")).args(&args).env_remove(UNMEASURED).output().unwrap();
+    assert_refused(&o, &["config.json", "Qwen3ForCausalLM", "q/k RMSNorm", "LARK_UNMEASURED_KERNELS=1"], Some(&out));
+    let o = Command::new(env!("CARGO_BIN_EXE_lark")).args(&args).env(UNMEASURED, "1").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains(UNMEASURED), "the opt-in was not taken: {err}");
+}
+
+const UNMEASURED: &str = "LARK_UNMEASURED_KERNELS";

@@ -165,6 +165,62 @@ static void test_rope(std::vector<int> pos, int H, int Hkv, int D, bool bias_on,
     printf("rope%s T=%d H=%d Hkv=%d D=%d bias=%d rel=%.2e\n", tag<A>(), T, H, Hkv, D, bias_on, e);
 }
 
+// rope_norm_qkv_split: bias, Qwen3's per-head q/k RMSNorm (when `norm_on`) and RoPE with cos/sin scaled by
+// `factor`, against an fp64 reference of that definition. Blocks are 128 threads (4 warps, one head each per round),
+// so head counts that are not multiples of 4 exercise the idle warps of the last round.
+template <class A>
+static void test_rope_norm(std::vector<int> pos, int H, int Hkv, int D, bool bias_on, bool norm_on, double theta,
+                           float factor) {
+    int T = pos.size(), W = (H + 2 * Hkv) * D, half = D / 2;
+    const float eps = 1e-6f;
+    A* qkv = guarded<A>((size_t)T * W);
+    float* bias = guarded<float>(W);
+    int* p = guarded<int>(T);
+    float* inv = guarded<float>(half);
+    float* qn = guarded<float>(D);
+    float* kn = guarded<float>(D);
+    A* q = guarded<A>((size_t)T * H * D);
+    A* k = guarded<A>((size_t)T * Hkv * D);
+    A* v = guarded<A>((size_t)T * Hkv * D);
+    for (size_t i = 0; i < (size_t)T * W; ++i) qkv[i] = act<A>(U(3));
+    for (int j = 0; j < W; ++j) bias[j] = U(0.5);
+    for (int j = 0; j < D; ++j) { qn[j] = 1 + U(0.5); kn[j] = 1 + U(0.5); }
+    for (int t = 0; t < T; ++t) p[t] = pos[t];
+    for (int i = 0; i < half; ++i) inv[i] = (float)(1.0 / std::pow(theta, 2.0 * i / D));
+    emu::launch(dim3{(unsigned)T}, dim3{128}, [&] {
+        const float* b = bias_on ? bias : nullptr;
+        const float* wq = norm_on ? qn : nullptr;
+        const float* wk = norm_on ? kn : nullptr;
+        if constexpr (std::is_same<A, bf16>::value)
+            rope_norm_qkv_split_bf16(qkv, b, p, inv, wq, wk, eps, factor, q, k, v, T, H, Hkv, D);
+        else rope_norm_qkv_split_f32(qkv, b, p, inv, wq, wk, eps, factor, q, k, v, T, H, Hkv, D);
+    });
+    std::vector<double> got, want;
+    for (int t = 0; t < T; ++t) {
+        auto a = [&](int c) { return (double)(tof(qkv[(size_t)t * W + c]) + (bias_on ? bias[c] : 0.0f)); };
+        for (int h = 0; h < H + Hkv; ++h) {
+            std::vector<double> n(D);
+            double ss = 0;
+            for (int j = 0; j < D; ++j) ss += a(h * D + j) * a(h * D + j);
+            const double r = norm_on ? 1 / std::sqrt(ss / D + eps) : 1.0;
+            const float* w = h < H ? qn : kn;
+            for (int j = 0; j < D; ++j) n[j] = a(h * D + j) * r * (norm_on ? w[j] : 1.0f);
+            for (int i = 0; i < half; ++i) {
+                double ang = (double)((float)pos[t] * inv[i]);
+                double c = factor * std::cos(ang), s = factor * std::sin(ang);
+                A* dst = h < H ? q + ((size_t)t * H + h) * D : k + ((size_t)t * Hkv + h - H) * D;
+                want.push_back(n[i] * c - n[i + half] * s); got.push_back(tof(dst[i]));
+                want.push_back(n[i + half] * c + n[i] * s); got.push_back(tof(dst[i + half]));
+            }
+        }
+        for (int j = 0; j < Hkv * D; ++j) { want.push_back(a((H + Hkv) * D + j)); got.push_back(tof(v[(size_t)t * Hkv * D + j])); }
+    }
+    double e = relerr(got, want);
+    CHECK(e < tol<A>(), "rope_norm%s rel %g", tag<A>(), e);
+    printf("rope_norm%s T=%d H=%d Hkv=%d D=%d bias=%d norm=%d factor=%g rel=%.2e\n", tag<A>(), T, H, Hkv, D, bias_on,
+           norm_on, factor, e);
+}
+
 template <class A>
 static void test_swiglu(int T, int I, bool bias_on, int blocks) {
     A* gu = guarded<A>((size_t)T * 2 * I);
@@ -219,6 +275,10 @@ int main() {
     test_rope<bf16>({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
     test_rope<bf16>({0, 1, 2, 3}, 12, 2, 128, false, 1e6);
     test_rope<bf16>({0, 1, 7, 40000}, 3, 1, 10, true, 1e4);
+    test_rope_norm<bf16>({0, 1, 2, 0, 5, 32767, 30000}, 16, 8, 128, false, true, 1e6, 1.0f);  // Qwen3-0.6B heads
+    test_rope_norm<bf16>({0, 1, 2, 3, 131071}, 9, 3, 64, true, true, 1e6, 1.0648f);        // + bias, YaRN factor
+    test_rope_norm<bf16>({0, 1, 7, 40000}, 3, 1, 10, true, true, 1e4, 1.0f);               // odd shapes
+    test_rope_norm<bf16>({0, 3, 9}, 5, 1, 256, false, false, 1e6, 1.2f);                   // no norm: YaRN only
     test_swiglu<bf16>(1, 83, true, 1);
     test_swiglu<bf16>(3, 1, false, 1);
     test_swiglu<bf16>(5, 300, false, 2);
@@ -228,6 +288,9 @@ int main() {
     test_norm<float>(20, 576, true, true, 9, 1e-5f);
     test_rope<float>({0, 1, 2, 0, 5, 32767, 30000}, 9, 3, 64, true, 1e6);
     test_rope<float>({0, 1, 7, 40000}, 3, 1, 10, false, 1e4);
+    test_rope_norm<float>({0, 1, 2, 0, 5, 32767, 30000}, 32, 8, 128, false, true, 1e6, 1.0f);  // Qwen3-8B heads
+    test_rope_norm<float>({0, 1, 7, 40000, 100000}, 3, 1, 10, true, true, 1e4, 1.0648f);
+    test_rope_norm<float>({0, 2}, 1, 1, 1024, true, true, 1e6, 1.0f);                          // widest head
     test_swiglu<float>(1, 83, true, 1);
     test_swiglu<float>(4, 301, false, 3);
     test_split(1, 1);

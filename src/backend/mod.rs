@@ -110,7 +110,11 @@ pub fn open_backend(
             let d = b.describe();
             Ok((Box::new(b), d))
         }
-        DeviceChoice::Auto => match cuda::probe() {
+        // A model whose GPU kernels are not yet measured goes to the CPU under `auto` (and says why).
+        DeviceChoice::Auto => match cuda::probe().and_then(|d| {
+            let origin = model.dir.join("config.json").display().to_string();
+            cuda::check_measured(&model.config, &origin).map(|_| d).map_err(|e| e.to_string())
+        }) {
             Ok(_) => {
                 let b = cuda::CudaBackend::with_precision(model, 0, precision)?;
                 let d = format!("{} (auto: CUDA usable)", b.describe());

@@ -16,13 +16,7 @@ pub fn run(a: Args) -> Result<()> {
     let model = Model::open(&a.model)?;
     let c = &model.config;
     let dtype = model.weights.dominant_dtype().map(|d| d.name()).unwrap_or("?");
-    let rope = match &c.rope_scaling {
-        None => format!("theta {}", c.rope_theta),
-        Some(s) => format!(
-            "theta {}, llama3 scaling factor {} (low {}, high {}, original {})",
-            c.rope_theta, s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position_embeddings
-        ),
-    };
+    let rope = c.rope_description();
     if a.json {
         let v = serde_json::json!({
             "dir": model.dir, "config": c, "parameters": c.parameter_count(), "dtype": dtype,

@@ -173,6 +173,16 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     let judge = a.judge_scores.as_deref().map(JudgeScores::load).transpose()?;
     let pool = read_pool(&a.pool, &ReadOptions { format: a.format, skip_invalid: a.skip_invalid })?;
     let model = Model::open(&a.model)?;
+    let context = model.config.context_length();
+    if a.max_len > context {
+        // Not an error: positions past the trained context still compute, but the scores are extrapolation.
+        eprintln!(
+            "note: --max-len {} is beyond the model's context of {context} tokens (max_position_embeddings, or the \
+             rope scaling's factor × original context); longer trajectories are scored past what the model was \
+             trained for",
+            a.max_len
+        );
+    }
     let text = TextPipeline::open(&a.model)?;
     let tok_vocab = text.tokenizer().vocab_size();
     if tok_vocab > model.config.vocab_size {

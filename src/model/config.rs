@@ -1,4 +1,4 @@
-//! `config.json` → [`ModelConfig`]: one struct for Qwen2 and Llama, their differences as fields.
+//! `config.json` → [`ModelConfig`]: one struct for Qwen2, Qwen3 and Llama, their differences as fields.
 
 use crate::error::{LarkError, Result};
 use serde_json::Value;
@@ -7,6 +7,8 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Architecture {
     Qwen2,
+    /// Qwen3 (dense): per-head RMSNorm of q and k before RoPE, no q/k/v bias unless `attention_bias`.
+    Qwen3,
     Llama,
 }
 
@@ -14,7 +16,15 @@ impl Architecture {
     pub fn hf_name(self) -> &'static str {
         match self {
             Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
             Architecture::Llama => "LlamaForCausalLM",
+        }
+    }
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
+            Architecture::Llama => "llama",
         }
     }
 }
@@ -26,6 +36,96 @@ pub struct Llama3RopeScaling {
     pub low_freq_factor: f64,
     pub high_freq_factor: f64,
     pub original_max_position_embeddings: f64,
+}
+
+/// YaRN scaling of the rotary embedding (`rope_type: "yarn"`), as transformers' `_compute_yarn_parameters` reads
+/// it, every default resolved at load time.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct YarnRopeScaling {
+    /// `factor` as written in the file (for `lark inspect` and for writing the config back).
+    pub factor: f64,
+    pub original_max_position_embeddings: f64,
+    /// Rotations bounding the linear ramp (defaults 32 and 1; transformers also replaces 0 by the default).
+    pub beta_fast: f64,
+    pub beta_slow: f64,
+    /// `attention_factor`, `mscale`, `mscale_all_dim` as written (None when absent).
+    pub attention_factor: Option<f64>,
+    pub mscale: Option<f64>,
+    pub mscale_all_dim: Option<f64>,
+    /// Round the correction range outward to whole dimensions (default true).
+    pub truncate: bool,
+}
+
+impl YarnRopeScaling {
+    /// `factor` over `original_max_position_embeddings` with transformers' defaults for everything else (the
+    /// settings Qwen3's model cards give: factor 4 over 32,768).
+    pub fn new(factor: f64, original_max_position_embeddings: f64) -> Self {
+        YarnRopeScaling {
+            factor,
+            original_max_position_embeddings,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            attention_factor: None,
+            mscale: None,
+            mscale_all_dim: None,
+            truncate: true,
+        }
+    }
+
+    /// The factor cos and sin are multiplied by: `attention_factor` when given, else transformers'
+    /// `get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)` when both are given (and non-zero), else
+    /// `get_mscale(factor)` = 0.1·ln(factor) + 1 (1 for factor ≤ 1).
+    pub fn attention_factor(&self) -> f64 {
+        let get_mscale = |scale: f64, mscale: f64| if scale <= 1.0 { 1.0 } else { 0.1 * mscale * scale.ln() + 1.0 };
+        if let Some(a) = self.attention_factor {
+            return a;
+        }
+        match (self.mscale, self.mscale_all_dim) {
+            (Some(m), Some(all)) if m != 0.0 && all != 0.0 => get_mscale(self.factor, m) / get_mscale(self.factor, all),
+            _ => get_mscale(self.factor, 1.0),
+        }
+    }
+
+    /// The inverse frequencies of transformers' `_compute_yarn_parameters`: dimensions rotating fewer than
+    /// `beta_slow` times over the original context are interpolated (divided by `factor`), those rotating more
+    /// than `beta_fast` times are kept, and a linear ramp over dimension index blends the two in between.
+    pub fn inv_freq(&self, theta: f64, dim: usize) -> Vec<f64> {
+        let d = dim as f64;
+        let correction_dim = |rotations: f64| {
+            d * (self.original_max_position_embeddings / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                / (2.0 * theta.ln())
+        };
+        let (mut low, mut high) = (correction_dim(self.beta_fast), correction_dim(self.beta_slow));
+        if self.truncate {
+            low = low.floor();
+            high = high.ceil();
+        }
+        let (low, mut high) = (low.max(0.0), high.min(d - 1.0));
+        if low == high {
+            high += 0.001; // transformers' guard against a zero-width ramp
+        }
+        (0..dim / 2)
+            .map(|i| {
+                let pos_freq = theta.powf((2 * i) as f64 / d);
+                let (extrapolation, interpolation) = (1.0 / pos_freq, 1.0 / (self.factor * pos_freq));
+                let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                let keep = 1.0 - ramp;
+                interpolation * (1.0 - keep) + extrapolation * keep
+            })
+            .collect()
+    }
+}
+
+/// How the rotary frequencies are scaled (`rope_scaling` / `rope_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    Llama3(Llama3RopeScaling),
+    /// Position interpolation: every inverse frequency divided by `factor`.
+    Linear {
+        factor: f64,
+    },
+    Yarn(YarnRopeScaling),
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -40,10 +140,13 @@ pub struct ModelConfig {
     pub head_dim: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
-    pub rope_scaling: Option<Llama3RopeScaling>,
+    pub rope_scaling: Option<RopeScaling>,
     pub max_position_embeddings: usize,
-    /// Bias on the q/k/v projections (always for Qwen2; `attention_bias` for Llama, which also biases o_proj).
+    /// Bias on the q/k/v projections (always for Qwen2; `attention_bias` for Llama and Qwen3, which then also bias
+    /// o_proj).
     pub qkv_bias: bool,
+    /// Per-head RMSNorm of q and k after the projection, before RoPE (`self_attn.{q,k}_norm.weight`, [head_dim]).
+    pub qk_norm: bool,
     pub o_bias: bool,
     pub mlp_bias: bool,
     pub tie_word_embeddings: bool,
@@ -80,10 +183,11 @@ impl ModelConfig {
             .ok_or_else(|| err("architectures", "missing".into()))?;
         let architecture = match arch_name {
             "Qwen2ForCausalLM" | "qwen2" => Architecture::Qwen2,
+            "Qwen3ForCausalLM" | "qwen3" => Architecture::Qwen3,
             "LlamaForCausalLM" | "llama" => Architecture::Llama,
             other => {
                 return Err(LarkError::Unsupported(format!(
-                    "{origin}: architecture `{other}` (supported: Qwen2ForCausalLM, LlamaForCausalLM)"
+                    "{origin}: architecture `{other}` (supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM)"
                 )))
             }
         };
@@ -165,36 +269,26 @@ impl ModelConfig {
         if rope_theta.is_nan() || rope_theta <= 0.0 {
             return Err(err("rope_theta", format!("{rope_theta} must be positive")));
         }
+        let scaling_field = if rope_obj.is_some() { "rope_parameters" } else { "rope_scaling" };
         let rope_scaling = match scaling_obj {
             None => None,
-            Some(s) => {
-                let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
-                match kind {
-                    "default" => None,
-                    "llama3" => {
-                        let f = |name: &str| -> Result<f64> {
-                            get_f64(s, name)?.ok_or_else(|| err(&format!("rope_scaling.{name}"), "missing".into()))
-                        };
-                        Some(Llama3RopeScaling {
-                            factor: f("factor")?,
-                            low_freq_factor: f("low_freq_factor")?,
-                            high_freq_factor: f("high_freq_factor")?,
-                            original_max_position_embeddings: f("original_max_position_embeddings")?,
-                        })
-                    }
-                    other => {
-                        return Err(LarkError::Unsupported(format!(
-                            "{origin}: rope scaling type `{other}` (supported: default, llama3)"
-                        )))
-                    }
-                }
-            }
+            Some(s) => parse_rope_scaling(s, origin, scaling_field)?,
         };
         let attention_bias = get_bool("attention_bias", false)?;
         let (qkv_bias, o_bias) = match architecture {
             Architecture::Qwen2 => (true, false),
+            Architecture::Qwen3 => (attention_bias, attention_bias),
             Architecture::Llama => (attention_bias, attention_bias),
         };
+        let qk_norm = architecture == Architecture::Qwen3;
+        // Qwen2/Qwen3 configs carry sliding-window fields; only full attention is implemented, so a config that
+        // turns the window on is refused rather than scored with the wrong attention.
+        if matches!(architecture, Architecture::Qwen2 | Architecture::Qwen3) && get_bool("use_sliding_window", false)? {
+            return Err(LarkError::Unsupported(format!(
+                "{origin}: field `use_sliding_window`: sliding-window attention (only full causal attention is \
+                 supported)"
+            )));
+        }
         let mlp_bias = get_bool("mlp_bias", false)?;
         let tie_word_embeddings = get_bool("tie_word_embeddings", false)?;
         let max_position_embeddings = opt_usize("max_position_embeddings", 1 << 26)?.unwrap_or(32768);
@@ -214,6 +308,7 @@ impl ModelConfig {
             rope_scaling,
             max_position_embeddings,
             qkv_bias,
+            qk_norm,
             o_bias,
             mlp_bias,
             tie_word_embeddings,
@@ -226,14 +321,15 @@ impl ModelConfig {
         (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
     }
 
-    /// The rotary inverse frequencies (one per pair of dimensions), llama3 scaling applied, in f64 as HF does
-    /// before its cast.
+    /// The rotary inverse frequencies (one per pair of dimensions), scaling applied, in f64 (rounded to f32 by the
+    /// backends, where transformers keeps them).
     pub fn rope_inv_freq(&self) -> Vec<f64> {
         let d = self.head_dim;
         let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
         match &self.rope_scaling {
             None => base,
-            Some(s) => {
+            Some(RopeScaling::Linear { factor }) => base.into_iter().map(|f| f / factor).collect(),
+            Some(RopeScaling::Llama3(s)) => {
                 let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
                 let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
                 base.into_iter()
@@ -251,6 +347,50 @@ impl ModelConfig {
                     })
                     .collect()
             }
+            Some(RopeScaling::Yarn(y)) => y.inv_freq(self.rope_theta, d),
+        }
+    }
+
+    /// The factor cos and sin are multiplied by (YaRN's attention factor; 1 otherwise).
+    pub fn rope_attention_factor(&self) -> f64 {
+        match &self.rope_scaling {
+            Some(RopeScaling::Yarn(y)) => y.attention_factor(),
+            _ => 1.0,
+        }
+    }
+
+    /// The longest sequence the configuration is meant for: `max_position_embeddings`, or the scaled context
+    /// (`factor × original_max_position_embeddings`) of a YaRN or llama3 configuration when that is larger.
+    pub fn context_length(&self) -> usize {
+        let scaled = match &self.rope_scaling {
+            Some(RopeScaling::Yarn(y)) => y.factor * y.original_max_position_embeddings,
+            Some(RopeScaling::Llama3(s)) => s.factor * s.original_max_position_embeddings,
+            Some(RopeScaling::Linear { factor }) => factor * self.max_position_embeddings as f64,
+            None => 0.0,
+        };
+        self.max_position_embeddings.max(scaled as usize)
+    }
+
+    /// One line describing the rope (for `lark inspect`).
+    pub fn rope_description(&self) -> String {
+        let theta = self.rope_theta;
+        match &self.rope_scaling {
+            None => format!("theta {theta}"),
+            Some(RopeScaling::Linear { factor }) => format!("theta {theta}, linear scaling factor {factor}"),
+            Some(RopeScaling::Llama3(s)) => format!(
+                "theta {theta}, llama3 scaling factor {} low {} high {} original {}",
+                s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position_embeddings
+            ),
+            Some(RopeScaling::Yarn(y)) => format!(
+                "theta {theta}, yarn scaling factor {} original {} beta_fast {} beta_slow {} truncate {}, \
+                 attention factor {:.6}",
+                y.factor,
+                y.original_max_position_embeddings,
+                y.beta_fast,
+                y.beta_slow,
+                y.truncate,
+                self.rope_attention_factor()
+            ),
         }
     }
 
@@ -264,6 +404,9 @@ impl ModelConfig {
         let mut layer = h * (q + 2 * kv) + q * h + 3 * h * i + 2 * h;
         if self.qkv_bias {
             layer += q + 2 * kv;
+        }
+        if self.qk_norm {
+            layer += 2 * self.head_dim as u64;
         }
         if self.o_bias {
             layer += h;
@@ -279,7 +422,7 @@ impl ModelConfig {
     pub fn to_hf_json(&self) -> Value {
         let mut m = serde_json::json!({
             "architectures": [self.architecture.hf_name()],
-            "model_type": match self.architecture { Architecture::Qwen2 => "qwen2", Architecture::Llama => "llama" },
+            "model_type": self.architecture.model_type(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -293,20 +436,120 @@ impl ModelConfig {
             "tie_word_embeddings": self.tie_word_embeddings,
             "hidden_act": "silu",
         });
-        if self.architecture == Architecture::Llama {
-            m["attention_bias"] = Value::Bool(self.qkv_bias);
-            m["mlp_bias"] = Value::Bool(self.mlp_bias);
+        match self.architecture {
+            Architecture::Llama => {
+                m["attention_bias"] = Value::Bool(self.qkv_bias);
+                m["mlp_bias"] = Value::Bool(self.mlp_bias);
+            }
+            Architecture::Qwen3 => m["attention_bias"] = Value::Bool(self.qkv_bias),
+            Architecture::Qwen2 => {}
         }
         if let Some(s) = &self.rope_scaling {
-            m["rope_scaling"] = serde_json::json!({
-                "rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.low_freq_factor,
-                "high_freq_factor": s.high_freq_factor,
-                "original_max_position_embeddings": s.original_max_position_embeddings,
-            });
+            m["rope_scaling"] = rope_scaling_json(s);
         }
         if let Some(d) = &self.declared_dtype {
             m["torch_dtype"] = Value::String(d.clone());
         }
         m
+    }
+}
+
+/// The `rope_scaling` object of a config file, as transformers reads it. `field` is where it was found
+/// (`rope_scaling` or `rope_parameters`), for error messages.
+fn parse_rope_scaling(s: &serde_json::Map<String, Value>, origin: &str, field: &str) -> Result<Option<RopeScaling>> {
+    let err = |name: &str, msg: String| LarkError::input(format!("{origin}: field `{field}.{name}`"), msg);
+    let num = |name: &str| -> Result<Option<f64>> {
+        match s.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x.as_f64().map(Some).ok_or_else(|| err(name, format!("expected a number, got {x}"))),
+        }
+    };
+
+    let positive = |name: &str, x: f64| -> Result<f64> {
+        if x.is_finite() && x > 0.0 {
+            Ok(x)
+        } else {
+            Err(err(name, format!("{x} must be a positive number")))
+        }
+    };
+    let kind = match s.get("rope_type").or_else(|| s.get("type")) {
+        None | Some(Value::Null) => "default",
+        Some(Value::String(t)) => t.as_str(),
+        Some(x) => return Err(err("rope_type", format!("expected a string, got {x}"))),
+    };
+    let required = |name: &str| -> Result<f64> {
+        num(name)?.ok_or_else(|| err(name, format!("missing (rope type `{kind}` needs it)")))
+    };
+    Ok(match kind {
+        "default" => None,
+        "llama3" => {
+            let factor = positive("factor", required("factor")?)?;
+            Some(RopeScaling::Llama3(Llama3RopeScaling {
+                factor,
+                low_freq_factor: required("low_freq_factor")?,
+                high_freq_factor: required("high_freq_factor")?,
+                original_max_position_embeddings: required("original_max_position_embeddings")?,
+            }))
+        }
+        "linear" => Some(RopeScaling::Linear { factor: positive("factor", required("factor")?)? }),
+        "yarn" => {
+            let factor = positive("factor", required("factor")?)?;
+            let original = positive("original_max_position_embeddings", required("original_max_position_embeddings")?)?;
+            // transformers: `rope_parameters_dict.get("beta_fast") or 32`, so 0 and null mean the default too.
+            let beta =
+                |name: &str, default: f64| -> Result<f64> { Ok(num(name)?.filter(|&x| x != 0.0).unwrap_or(default)) };
+            let truncate = match s.get("truncate") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(x) => return Err(err("truncate", format!("expected true/false, got {x}"))),
+            };
+            let attention_factor = match num("attention_factor")? {
+                Some(a) => Some(positive("attention_factor", a)?),
+                None => None,
+            };
+            Some(RopeScaling::Yarn(YarnRopeScaling {
+                factor,
+                original_max_position_embeddings: original,
+                beta_fast: beta("beta_fast", 32.0)?,
+                beta_slow: beta("beta_slow", 1.0)?,
+                attention_factor,
+                mscale: num("mscale")?,
+                mscale_all_dim: num("mscale_all_dim")?,
+                truncate,
+            }))
+        }
+        other => {
+            return Err(LarkError::Unsupported(format!(
+                "{origin}: field `{field}.rope_type`: rope scaling type `{other}` (supported: default, linear, llama3, \
+                 yarn)"
+            )))
+        }
+    })
+}
+
+/// The `rope_scaling` object of [`ModelConfig::to_hf_json`].
+fn rope_scaling_json(s: &RopeScaling) -> Value {
+    match s {
+        RopeScaling::Llama3(s) => serde_json::json!({
+            "rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings,
+        }),
+        RopeScaling::Linear { factor } => serde_json::json!({"rope_type": "linear", "factor": factor}),
+        RopeScaling::Yarn(y) => {
+            let mut m = serde_json::json!({
+                "rope_type": "yarn", "factor": y.factor,
+                "original_max_position_embeddings": y.original_max_position_embeddings,
+                "beta_fast": y.beta_fast, "beta_slow": y.beta_slow, "truncate": y.truncate,
+            });
+            for (k, v) in
+                [("attention_factor", y.attention_factor), ("mscale", y.mscale), ("mscale_all_dim", y.mscale_all_dim)]
+            {
+                if let Some(v) = v {
+                    m[k] = serde_json::json!(v);
+                }
+            }
+            m
+        }
     }
 }

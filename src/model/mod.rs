@@ -8,7 +8,7 @@ pub mod presets;
 pub mod random;
 pub mod weights;
 
-pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeScaling, YarnRopeScaling};
 pub use weights::{StoredDtype, TensorView, WeightStore};
 
 use crate::error::{LarkError, Result};
@@ -25,6 +25,8 @@ pub struct LayerNames {
     pub k_bias: String,
     pub v_bias: String,
     pub o_bias: String,
+    pub q_norm: String,
+    pub k_norm: String,
     pub post_norm: String,
     pub gate: String,
     pub up: String,
@@ -47,6 +49,8 @@ impl LayerNames {
             k_bias: format!("{p}.self_attn.k_proj.bias"),
             v_bias: format!("{p}.self_attn.v_proj.bias"),
             o_bias: format!("{p}.self_attn.o_proj.bias"),
+            q_norm: format!("{p}.self_attn.q_norm.weight"),
+            k_norm: format!("{p}.self_attn.k_norm.weight"),
             post_norm: format!("{p}.post_attention_layernorm.weight"),
             gate: format!("{p}.mlp.gate_proj.weight"),
             up: format!("{p}.mlp.up_proj.weight"),
@@ -84,6 +88,10 @@ pub fn tensor_specs(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         if c.o_bias {
             specs.push((n.o_bias, vec![h]));
         }
+        if c.qk_norm {
+            specs.push((n.q_norm, vec![c.head_dim]));
+            specs.push((n.k_norm, vec![c.head_dim]));
+        }
         specs.push((n.post_norm, vec![h]));
         specs.push((n.gate, vec![i, h]));
         specs.push((n.up, vec![i, h]));
@@ -99,6 +107,36 @@ pub fn tensor_specs(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         specs.push((LM_HEAD.to_string(), vec![c.vocab_size, h]));
     }
     specs
+}
+
+/// Say which configuration fields a missing or misshapen tensor follows from: the attention projections' shapes
+/// from the heads and `head_dim`, the q/k norms from the architecture.
+fn explain_tensor_error(e: LarkError, name: &str, c: &ModelConfig) -> LarkError {
+    let LarkError::Input { location, message } = e else { return e };
+    let hint = if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
+        format!(
+            "{message}: {} applies a per-head RMSNorm to q and k, so every layer needs \
+             self_attn.q_norm.weight and self_attn.k_norm.weight of shape [head_dim = {}]",
+            c.architecture.hf_name(),
+            c.head_dim
+        )
+    } else if message.starts_with("shape")
+        && [".q_proj.", ".k_proj.", ".v_proj.", ".o_proj."].iter().any(|p| name.contains(p))
+    {
+        format!(
+            "{message} (from config.json: num_attention_heads {} × head_dim {} = {}, num_key_value_heads {} × head_dim \
+             = {}, hidden_size {}): the config's head_dim does not fit the projection weights",
+            c.num_heads,
+            c.head_dim,
+            c.num_heads * c.head_dim,
+            c.num_kv_heads,
+            c.num_kv_heads * c.head_dim,
+            c.hidden_size
+        )
+    } else {
+        message
+    };
+    LarkError::Input { location, message: hint }
 }
 
 /// A model directory: its configuration and its (mapped, validated) weights.
@@ -118,7 +156,7 @@ impl Model {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let weights = WeightStore::open_dir(dir)?;
         for (name, shape) in tensor_specs(&config) {
-            weights.get(&name, &shape)?;
+            weights.get(&name, &shape).map_err(|e| explain_tensor_error(e, &name, &config))?;
         }
         Ok(Model { dir: dir.to_path_buf(), config, weights })
     }

@@ -46,6 +46,18 @@ pub fn random_values(name: &str, shape: &[usize], rng: &mut SplitMix) -> Vec<f32
 
 /// Write `config.json` and `model.safetensors` with random weights of the configuration's exact shapes.
 pub fn write_random_model(dir: &Path, config: &ModelConfig, dtype: StoredDtype, seed: u64) -> Result<()> {
+    write_random_model_with(dir, config, dtype, seed, value_law)
+}
+
+/// [`write_random_model`] with another law `(name, shape) → (offset, scale)` for the values (the Qwen3 golden
+/// test draws wider weights; scripts/golden_qwen3.py reproduces this generator bit for bit).
+pub fn write_random_model_with(
+    dir: &Path,
+    config: &ModelConfig,
+    dtype: StoredDtype,
+    seed: u64,
+    law: impl Fn(&str, &[usize]) -> (f32, f32) + Sync,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LarkError::io(dir, e))?;
     let cfg_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("config serialises");
@@ -58,7 +70,7 @@ pub fn write_random_model(dir: &Path, config: &ModelConfig, dtype: StoredDtype, 
         .map(|(name, shape)| {
             let mut rng = SplitMix(seed ^ name_hash(&name));
             let n: usize = shape.iter().product();
-            let (offset, scale) = value_law(&name, &shape);
+            let (offset, scale) = law(&name, &shape);
             let mut bytes = Vec::with_capacity(n * dtype.size());
             for _ in 0..n {
                 let v = offset + scale * rng.next_f32();
@@ -109,6 +121,7 @@ pub fn tiny_config(arch: super::Architecture) -> ModelConfig {
         rope_scaling: None,
         max_position_embeddings: 4096,
         qkv_bias: arch == super::Architecture::Qwen2,
+        qk_norm: arch == super::Architecture::Qwen3,
         o_bias: false,
         mlp_bias: false,
         tie_word_embeddings: arch == super::Architecture::Llama,

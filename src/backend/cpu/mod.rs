@@ -1,4 +1,4 @@
-//! CPU backend: the reference forward pass of Qwen2/Llama in f32 (whatever the stored dtype), multi-threaded
+//! CPU backend: the reference forward pass of Qwen2/Qwen3/Llama in f32 (whatever the stored dtype), multi-threaded
 //! through rayon and the `gemm` crate. It reads like the architecture: embed → N × (RMSNorm → attention →
 //! residual → RMSNorm → SwiGLU MLP → residual) → RMSNorm → LM head on scored positions only → statistics.
 
@@ -18,6 +18,8 @@ struct Layer {
     /// q, k, v projections stacked: `[(H + 2·Hkv)·D, hidden]`.
     qkv: Vec<f32>,
     qkv_bias: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of q and k, `[head_dim]` each (Qwen3).
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     o: Vec<f32>,
     o_bias: Option<Vec<f32>>,
     post_norm: Vec<f32>,
@@ -36,6 +38,8 @@ pub struct CpuBackend {
     /// None when tied to the embedding.
     lm_head: Option<Vec<f32>>,
     inv_freq: Vec<f32>,
+    /// Multiplies cos and sin (YaRN; 1 otherwise).
+    rope_attention_factor: f32,
 }
 
 impl CpuBackend {
@@ -63,6 +67,11 @@ impl CpuBackend {
                 } else {
                     None
                 },
+                qk_norm: if c.qk_norm {
+                    Some((get(&n.q_norm, &[c.head_dim])?, get(&n.k_norm, &[c.head_dim])?))
+                } else {
+                    None
+                },
                 o: get(&n.o, &[h, q])?,
                 o_bias: if c.o_bias { Some(get(&n.o_bias, &[h])?) } else { None },
                 post_norm: get(&n.post_norm, &[h])?,
@@ -80,6 +89,7 @@ impl CpuBackend {
         let lm_head = if c.tie_word_embeddings { None } else { Some(model.lm_head()?.to_f32()) };
         Ok(CpuBackend {
             inv_freq: ops::rope_inv_freq_f32(&c),
+            rope_attention_factor: c.rope_attention_factor() as f32,
             final_norm: get(FINAL_NORM, &[h])?,
             embed,
             layers,
@@ -128,8 +138,14 @@ impl CpuBackend {
                 ks[i * kvw..(i + 1) * kvw].copy_from_slice(&row[qw..qw + kvw]);
                 vs[i * kvw..(i + 1) * kvw].copy_from_slice(&row[qw + kvw..]);
             }
-            ops::rope_inplace(&mut qs, &positions, nh, d, &self.inv_freq);
-            ops::rope_inplace(&mut ks, &positions, nkv, d, &self.inv_freq);
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                // Each head's d values are one row of the norm (the weight is [head_dim]).
+                ops::rms_norm_inplace(&mut qs, q_norm, eps);
+                ops::rms_norm_inplace(&mut ks, k_norm, eps);
+            }
+            let af = self.rope_attention_factor;
+            ops::rope_scaled_inplace(&mut qs, &positions, nh, d, &self.inv_freq, af);
+            ops::rope_scaled_inplace(&mut ks, &positions, nkv, d, &self.inv_freq, af);
             ops::attention_causal(&qs, &ks, &vs, cu_seqlens, nh, nkv, d, &mut attn);
             ops::matmul_bt(&attn, t, qw, &layer.o, h, &mut delta);
             if let Some(b) = &layer.o_bias {

@@ -103,12 +103,25 @@ pub fn add_inplace(x: &mut [f32], y: &[f32]) {
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
     out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, r)| {
-        let ms = r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / d as f64;
-        let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
+        let inv = inverse_rms(r, eps);
         for ((o, &v), &w) in o.iter_mut().zip(r).zip(weight) {
             *o = v * inv * w;
         }
     });
+}
+
+/// [`rms_norm`] in place (Qwen3's per-head q/k norm: rows of `head_dim`).
+pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
+    x.par_chunks_mut(weight.len()).for_each(|r| {
+        let inv = inverse_rms(r, eps);
+        r.iter_mut().zip(weight).for_each(|(v, &w)| *v = *v * inv * w);
+    });
+}
+
+/// `1 / sqrt(mean(r²) + eps)`, the mean in f64, rounded to f32.
+fn inverse_rms(r: &[f32], eps: f32) -> f32 {
+    let ms = r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / r.len() as f64;
+    (1.0 / (ms + eps as f64).sqrt()) as f32
 }
 
 /// Rotary inverse frequencies as the model computes them, rounded to f32 (HF keeps them in f32).
@@ -119,6 +132,19 @@ pub fn rope_inv_freq_f32(config: &crate::model::ModelConfig) -> Vec<f32> {
 /// Rotate-half RoPE in place on `x[t, head, :]` with position `positions[t]`. The angle is computed as HF
 /// does, `(pos as f32) * inv_freq` in f32, then cos/sin of that f32 angle.
 pub fn rope_inplace(x: &mut [f32], positions: &[u32], n_heads: usize, head_dim: usize, inv_freq: &[f32]) {
+    rope_scaled_inplace(x, positions, n_heads, head_dim, inv_freq, 1.0)
+}
+
+/// [`rope_inplace`] with cos and sin multiplied by `attention_factor` in f32 after rounding, as transformers
+/// applies YaRN's attention scaling (a factor of 1 changes nothing: the product is exact).
+pub fn rope_scaled_inplace(
+    x: &mut [f32],
+    positions: &[u32],
+    n_heads: usize,
+    head_dim: usize,
+    inv_freq: &[f32],
+    attention_factor: f32,
+) {
     let half = head_dim / 2;
     assert_eq!(inv_freq.len(), half);
     x.par_chunks_mut(n_heads * head_dim).zip(positions.par_iter()).for_each(|(row, &pos)| {
@@ -126,7 +152,7 @@ pub fn rope_inplace(x: &mut [f32], positions: &[u32], n_heads: usize, head_dim: 
             .iter()
             .map(|&f| {
                 let a = (pos as f32 * f) as f64;
-                (a.cos() as f32, a.sin() as f32)
+                (a.cos() as f32 * attention_factor, a.sin() as f32 * attention_factor)
             })
             .unzip();
         for h in row.chunks_mut(head_dim) {

@@ -70,6 +70,24 @@ pub trait Exec {
         head_dim: usize,
         prec: Precision,
     ) -> Result<()>;
+    /// [`Exec::rope_qkv_split`] with the per-head q/k RMSNorm and scaled cos/sin of [`ops::QkNormRope`].
+    #[allow(clippy::too_many_arguments)]
+    fn rope_norm_qkv_split(
+        &self,
+        qkv: DevPtr,
+        bias: DevPtr,
+        positions: DevPtr,
+        inv_freq: DevPtr,
+        norm: &ops::QkNormRope,
+        q: DevPtr,
+        k: DevPtr,
+        v: DevPtr,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        prec: Precision,
+    ) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
     fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()>;
     /// `hi = bf16(x)`, `lo = bf16(x − hi)` over n fp32 elements.
@@ -148,6 +166,26 @@ impl Exec for Gpu {
         prec: Precision,
     ) -> Result<()> {
         ops::rope_qkv_split(self, qkv, bias, positions, inv_freq, q, k, v, t, heads, kv_heads, head_dim, prec)
+    }
+    fn rope_norm_qkv_split(
+        &self,
+        qkv: DevPtr,
+        bias: DevPtr,
+        positions: DevPtr,
+        inv_freq: DevPtr,
+        norm: &ops::QkNormRope,
+        q: DevPtr,
+        k: DevPtr,
+        v: DevPtr,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        prec: Precision,
+    ) -> Result<()> {
+        ops::rope_norm_qkv_split(
+            self, qkv, bias, positions, inv_freq, norm, q, k, v, t, heads, kv_heads, head_dim, prec,
+        )
     }
     fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()> {
         ops::swiglu(self, gu, bias, out, t, inter, prec)

@@ -19,7 +19,7 @@
 //! grow to the largest batch seen and are reused.
 
 use super::exec::{Elem, Exec};
-use super::ops::{DevPtr, OutType, Precision};
+use super::ops::{DevPtr, OutType, Precision, QkNormRope};
 use super::{attention, vocab_stats};
 use crate::backend::cpu::validate_batch;
 use crate::backend::SeqRequest;
@@ -38,6 +38,8 @@ struct Layer<E: Exec> {
     /// q, k, v projections stacked: bf16 [(H + 2·Hkv)·D, hidden].
     qkv: E::Buf<bf16>,
     qkv_bias: Option<E::Buf<f32>>,
+    /// Per-head q and k RMSNorm weights, fp32 [D] each (Qwen3).
+    qk_norm: Option<(E::Buf<f32>, E::Buf<f32>)>,
     o: E::Buf<bf16>,
     o_bias: Option<E::Buf<f32>>,
     post_norm: E::Buf<f32>,
@@ -57,6 +59,8 @@ pub struct DeviceModel<E: Exec> {
     /// None when tied to the embedding.
     lm_head: Option<E::Buf<bf16>>,
     inv_freq: E::Buf<f32>,
+    /// cos and sin are multiplied by this (YaRN's attention factor; 1 otherwise).
+    rope_attention_factor: f32,
     /// Bytes of weights uploaded.
     pub weight_bytes: usize,
 }
@@ -99,6 +103,11 @@ impl<E: Exec> DeviceModel<E> {
                 } else {
                     None
                 },
+                qk_norm: if c.qk_norm {
+                    Some((vecs(&[(&n.q_norm, vec![c.head_dim])])?, vecs(&[(&n.k_norm, vec![c.head_dim])])?))
+                } else {
+                    None
+                },
                 o: mat(&[(&n.o, vec![h, q])])?,
                 o_bias: if c.o_bias { Some(vecs(&[(&n.o_bias, vec![h])])?) } else { None },
                 post_norm: vecs(&[(&n.post_norm, vec![h])])?,
@@ -118,8 +127,24 @@ impl<E: Exec> DeviceModel<E> {
         let final_norm = vecs(&[(FINAL_NORM, vec![h])])?;
         let inv_freq = gpu.upload(&crate::backend::cpu::ops::rope_inv_freq_f32(&c))?;
         gpu.sync()?;
-        Ok(DeviceModel { config: c, embed, layers, final_norm, lm_head, inv_freq, weight_bytes: bytes })
+        let rope_attention_factor = c.rope_attention_factor() as f32;
+        Ok(DeviceModel {
+            config: c,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            inv_freq,
+            rope_attention_factor,
+            weight_bytes: bytes,
+        })
     }
+}
+
+/// Whether the model needs the `rope_norm_qkv_split` kernel (a per-head q/k norm, or cos/sin scaled by YaRN's
+/// attention factor) rather than the original `rope_qkv_split`.
+pub fn needs_norm_rope(c: &ModelConfig) -> bool {
+    c.qk_norm || c.rope_attention_factor() != 1.0
 }
 
 /// A device buffer that grows to the largest size requested and is then reused.
@@ -515,20 +540,19 @@ impl<E: Exec> Forward<E> {
             let write_x = pending.0 != 0 || pending.1 != 0;
             gpu.rmsnorm_residual(x, pending.0, pending.1, gpu.addr(&layer.input_norm), y, 0, t, h, eps, write_x, prec)?;
             gemm_act(gpu, prec, (y, hi, lo), gpu.addr(&layer.qkv), qkv, t, qkv_w, h, OutType::Bf16)?;
-            gpu.rope_qkv_split(
-                qkv,
-                opt_ptr(&layer.qkv_bias, gpu),
-                positions,
-                gpu.addr(&m.inv_freq),
-                q,
-                k,
-                v,
-                t,
-                nh,
-                nkv,
-                d,
-                prec,
-            )?;
+            let (qkv_bias, inv_freq) = (opt_ptr(&layer.qkv_bias, gpu), gpu.addr(&m.inv_freq));
+            if needs_norm_rope(&c) {
+                let norm = QkNormRope {
+                    q_norm: layer.qk_norm.as_ref().map(|(w, _)| gpu.addr(w)).unwrap_or(0),
+                    k_norm: layer.qk_norm.as_ref().map(|(_, w)| gpu.addr(w)).unwrap_or(0),
+                    eps,
+                    attention_factor: m.rope_attention_factor,
+                };
+                gpu.rope_norm_qkv_split(qkv, qkv_bias, positions, inv_freq, &norm, q, k, v, t, nh, nkv, d, prec)?;
+            } else {
+                // Qwen2 and Llama: the original kernel, unchanged.
+                gpu.rope_qkv_split(qkv, qkv_bias, positions, inv_freq, q, k, v, t, nh, nkv, d, prec)?;
+            }
             gpu.attention(&attn_args)?;
             // x += attn · W_oᵀ, accumulated in fp32 by cuBLAS (beta = 1).
             gemm_act(gpu, prec, (attn, hi, lo), gpu.addr(&layer.o), x, t, h, qw, OutType::F32Accumulate)?;

@@ -24,6 +24,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "rmsnorm_residual_bf16",
     // kernels/rope.cu
     "rope_qkv_split_bf16",
+    "rope_norm_qkv_split_bf16",
     // kernels/activation.cu
     "swiglu_bf16",
     // kernels/attention.cu (K)

@@ -8,7 +8,7 @@
 
 use super::attention::{self, AttentionArgs, AttentionKernel};
 use super::exec::{Elem, Exec};
-use super::ops::{DevPtr, OutType, Precision};
+use super::ops::{DevPtr, OutType, Precision, QkNormRope};
 use super::vocab_stats::{self, LogitsBlock, StatsOut};
 use crate::backend::cpu::ops as cpu;
 use crate::error::{LarkError, Result};
@@ -41,6 +41,56 @@ fn oob(what: &str, addr: u64, bytes: usize) -> LarkError {
 }
 
 impl Mock {
+    /// Both rope kernels with the CPU reference ops: bias, the optional per-head q/k norm, RoPE with scaled
+    /// cos/sin, split.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_split(
+        &self,
+        qkv: DevPtr,
+        bias: DevPtr,
+        positions: DevPtr,
+        inv_freq: DevPtr,
+        norm: Option<&QkNormRope>,
+        q: DevPtr,
+        k: DevPtr,
+        v: DevPtr,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+        prec: Precision,
+    ) -> Result<()> {
+        let eb = prec.bytes();
+        let w = (heads + 2 * kv_heads) * d;
+        let (qw, kw) = (heads * d, kv_heads * d);
+        let inv: Vec<f32> = self.read(inv_freq, d / 2)?;
+        let pos: Vec<i32> = self.read(positions, t)?;
+        let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, w)?) } else { None };
+        let weights: Option<(Vec<f32>, Vec<f32>)> = match norm {
+            Some(n) if n.q_norm != 0 => Some((self.read(n.q_norm, d)?, self.read(n.k_norm, d)?)),
+            _ => None,
+        };
+        let factor = norm.map(|n| n.attention_factor).unwrap_or(1.0);
+        for (i, &pos_i) in pos.iter().enumerate() {
+            let mut row = self.read_act(qkv + (i * w * eb) as u64, w, prec)?;
+            if let Some(b) = &b {
+                row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+            let p = [pos_i as u32];
+            let (mut qr, mut kr) = (row[..qw].to_vec(), row[qw..qw + kw].to_vec());
+            if let (Some((wq, wk)), Some(n)) = (&weights, norm) {
+                cpu::rms_norm_inplace(&mut qr, wq, n.eps);
+                cpu::rms_norm_inplace(&mut kr, wk, n.eps);
+            }
+            cpu::rope_scaled_inplace(&mut qr, &p, heads, d, &inv, factor);
+            cpu::rope_scaled_inplace(&mut kr, &p, kv_heads, d, &inv, factor);
+            self.store_act(q + (i * qw * eb) as u64, &qr, prec)?;
+            self.store_act(k + (i * kw * eb) as u64, &kr, prec)?;
+            self.store_act(v + (i * kw * eb) as u64, &row[qw + kw..], prec)?;
+        }
+        Ok(())
+    }
+
     fn read<T: Elem>(&self, addr: u64, n: usize) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>();
         let mem = self.mem.borrow();
@@ -202,26 +252,26 @@ impl Exec for Mock {
         d: usize,
         prec: Precision,
     ) -> Result<()> {
-        let eb = prec.bytes();
-        let w = (heads + 2 * kv_heads) * d;
-        let (qw, kw) = (heads * d, kv_heads * d);
-        let inv: Vec<f32> = self.read(inv_freq, d / 2)?;
-        let pos: Vec<i32> = self.read(positions, t)?;
-        let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, w)?) } else { None };
-        for (i, &pos_i) in pos.iter().enumerate() {
-            let mut row = self.read_act(qkv + (i * w * eb) as u64, w, prec)?;
-            if let Some(b) = &b {
-                row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-            }
-            let p = [pos_i as u32];
-            let (mut qr, mut kr) = (row[..qw].to_vec(), row[qw..qw + kw].to_vec());
-            cpu::rope_inplace(&mut qr, &p, heads, d, &inv);
-            cpu::rope_inplace(&mut kr, &p, kv_heads, d, &inv);
-            self.store_act(q + (i * qw * eb) as u64, &qr, prec)?;
-            self.store_act(k + (i * kw * eb) as u64, &kr, prec)?;
-            self.store_act(v + (i * kw * eb) as u64, &row[qw + kw..], prec)?;
-        }
-        Ok(())
+        self.rope_split(qkv, bias, positions, inv_freq, None, q, k, v, t, heads, kv_heads, d, prec)
+    }
+
+    fn rope_norm_qkv_split(
+        &self,
+        qkv: DevPtr,
+        bias: DevPtr,
+        positions: DevPtr,
+        inv_freq: DevPtr,
+        norm: &QkNormRope,
+        q: DevPtr,
+        k: DevPtr,
+        v: DevPtr,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+        prec: Precision,
+    ) -> Result<()> {
+        self.rope_split(qkv, bias, positions, inv_freq, Some(norm), q, k, v, t, heads, kv_heads, d, prec)
     }
 
     fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()> {
@@ -355,12 +405,20 @@ mod tests {
     /// group sizes and biases; statistics land in the right place for every sequence.
     #[test]
     fn forward_on_the_mock_matches_the_cpu_backend() {
-        for (arch, mlp_bias) in [(Architecture::Qwen2, false), (Architecture::Llama, true)] {
+        for (arch, mlp_bias) in
+            [(Architecture::Qwen2, false), (Architecture::Llama, true), (Architecture::Qwen3, false)]
+        {
             let dir = tempfile::tempdir().unwrap();
             let mut cfg = tiny_config(arch);
             cfg.mlp_bias = mlp_bias;
             cfg.o_bias = mlp_bias;
             cfg.qkv_bias = true;
+            if arch == Architecture::Qwen3 {
+                // The fused q/k-norm + RoPE path, with YaRN's attention factor and head_dim ≠ hidden/heads.
+                cfg.head_dim = 12;
+                cfg.o_bias = true; // attention_bias biases q, k, v and o alike in Qwen3
+                cfg.rope_scaling = Some(crate::model::RopeScaling::Yarn(crate::model::YarnRopeScaling::new(4.0, 16.0)));
+            }
             write_random_model(dir.path(), &cfg, StoredDtype::BF16, 5).unwrap();
             let model = Model::open(dir.path()).unwrap();
             let data = batch_data(cfg.vocab_size);

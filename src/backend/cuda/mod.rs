@@ -33,6 +33,28 @@ pub fn probe() -> std::result::Result<String, String> {
     device::check_usable(0).map(|d| d.summary())
 }
 
+/// Set to `1` to run GPU kernels that only the warp emulator and the mock device have checked (never a GPU).
+pub const UNMEASURED_KERNELS_ENV: &str = "LARK_UNMEASURED_KERNELS";
+
+/// Refuse, with a message saying why and how to opt in, a model whose GPU path includes a kernel that has not been
+/// run on a GPU yet: the fused q/k-norm + RoPE kernel (Qwen3 students; YaRN's scaled cos/sin).
+pub fn check_measured(c: &crate::model::ModelConfig, origin: &str) -> Result<()> {
+    if !forward::needs_norm_rope(c) || std::env::var(UNMEASURED_KERNELS_ENV).is_ok_and(|v| v == "1") {
+        return Ok(());
+    }
+    let what = match (c.qk_norm, c.rope_attention_factor() != 1.0) {
+        (true, true) => "the per-head q/k RMSNorm and YaRN's attention factor",
+        (true, false) => "the per-head q/k RMSNorm",
+        _ => "YaRN's attention factor",
+    };
+    Err(LarkError::Unsupported(format!(
+        "{origin}: {} needs {what} on the GPU, whose kernel (rope_norm_qkv_split) has been checked only under the \
+         warp emulator and against the CPU reference, never run on a GPU: score on the CPU (--device cpu), check \
+         the kernel with `lark selftest --device cuda`, or set {UNMEASURED_KERNELS_ENV}=1 to use it anyway",
+        c.architecture.hf_name()
+    )))
+}
+
 /// The CUDA backend: one GPU, the model's weights on it, the forward pass.
 pub struct CudaBackend {
     gpu: device::Gpu,
@@ -48,8 +70,16 @@ impl CudaBackend {
         Self::with_precision(model, ordinal, Precision::Bf16)
     }
 
-    /// As [`CudaBackend::new`], with the activation type of the forward pass ([`Precision`]).
+    /// As [`CudaBackend::new`], with the activation type of the forward pass ([`Precision`]). A model that needs a
+    /// kernel no GPU has run yet is refused unless [`UNMEASURED_KERNELS_ENV`] is set (see [`check_measured`]).
     pub fn with_precision(model: &Model, ordinal: usize, precision: Precision) -> Result<Self> {
+        check_measured(&model.config, &model.dir.join("config.json").display().to_string())?;
+        Self::open_unmeasured(model, ordinal, precision)
+    }
+
+    /// [`CudaBackend::with_precision`] without the measured-kernels check: for `lark selftest`, which is how a
+    /// new kernel gets measured.
+    pub(crate) fn open_unmeasured(model: &Model, ordinal: usize, precision: Precision) -> Result<Self> {
         let gpu =
             device::Gpu::open(ordinal).map_err(|e| LarkError::Backend(format!("--device cuda:{ordinal}: {e}")))?;
         let forward = forward::Forward::with_precision(&gpu, model, precision)?;

@@ -167,15 +167,9 @@ pub fn rope_qkv_split(
     if t == 0 {
         return Ok(());
     }
-    if head_dim % 2 != 0 || head_dim > 1024 {
-        return Err(LarkError::Backend(format!("rope: head_dim {head_dim} must be even and at most 1024")));
-    }
-    check_i32("qkv width", (heads + 2 * kv_heads) * head_dim)?;
+    let (cfg, [t32, h32, kv32, d32]) = rope_launch(t, heads, kv_heads, head_dim)?;
     let name = format!("rope_qkv_split_{}", prec.suffix());
     let f = gpu.kernels.get(&name)?;
-    let (t32, h32, kv32, d32) =
-        (check_i32("tokens", t)?, check_i32("heads", heads)?, check_i32("kv heads", kv_heads)?, head_dim as i32);
-    let cfg = LaunchConfig { grid_dim: (grid_rows("rope", t)?, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let mut b = gpu.stream.launch_builder(&f);
     b.arg(&qkv)
         .arg(&bias)
@@ -190,6 +184,73 @@ pub fn rope_qkv_split(
         .arg(&d32);
     // SAFETY: as above.
     cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {name}"))
+}
+
+/// What [`rope_norm_qkv_split`] adds to [`rope_qkv_split`]: Qwen3's per-head q/k RMSNorm weights (fp32 [D] each,
+/// both 0 for none) and the factor cos and sin are multiplied by (YaRN's attention factor, else 1).
+#[derive(Debug, Clone, Copy)]
+pub struct QkNormRope {
+    pub q_norm: DevPtr,
+    pub k_norm: DevPtr,
+    pub eps: f32,
+    pub attention_factor: f32,
+}
+
+/// As [`rope_qkv_split`], with the per-head q/k RMSNorm before the rotation and scaled cos/sin
+/// (`rope_norm_qkv_split_*` of kernels/rope.cu). Not yet run on a GPU: reached only behind
+/// [`crate::backend::cuda::UNMEASURED_KERNELS_ENV`] or from the selftest.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_norm_qkv_split(
+    gpu: &Gpu,
+    qkv: DevPtr,
+    bias: DevPtr,
+    positions: DevPtr,
+    inv_freq: DevPtr,
+    norm: &QkNormRope,
+    q: DevPtr,
+    k: DevPtr,
+    v: DevPtr,
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    prec: Precision,
+) -> Result<()> {
+    if t == 0 {
+        return Ok(());
+    }
+    let (cfg, [t32, h32, kv32, d32]) = rope_launch(t, heads, kv_heads, head_dim)?;
+    let name = format!("rope_norm_qkv_split_{}", prec.suffix());
+    let f = gpu.kernels.get(&name)?;
+    let mut b = gpu.stream.launch_builder(&f);
+    b.arg(&qkv)
+        .arg(&bias)
+        .arg(&positions)
+        .arg(&inv_freq)
+        .arg(&norm.q_norm)
+        .arg(&norm.k_norm)
+        .arg(&norm.eps)
+        .arg(&norm.attention_factor)
+        .arg(&q)
+        .arg(&k)
+        .arg(&v)
+        .arg(&t32)
+        .arg(&h32)
+        .arg(&kv32)
+        .arg(&d32);
+    // SAFETY: as above; the norm weights, when given, hold D fp32 values each.
+    cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {name}"))
+}
+
+/// The shape checks and launch shape both rope kernels share: one block of 128 threads per token.
+fn rope_launch(t: usize, heads: usize, kv_heads: usize, head_dim: usize) -> Result<(LaunchConfig, [i32; 4])> {
+    if head_dim % 2 != 0 || head_dim > 1024 {
+        return Err(LarkError::Backend(format!("rope: head_dim {head_dim} must be even and at most 1024")));
+    }
+    check_i32("qkv width", (heads + 2 * kv_heads) * head_dim)?;
+    let args = [check_i32("tokens", t)?, check_i32("heads", heads)?, check_i32("kv heads", kv_heads)?, head_dim as i32];
+    let cfg = LaunchConfig { grid_dim: (grid_rows("rope", t)?, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    Ok((cfg, args))
 }
 
 /// `out[t, j] = A(silu(gu[t, j] + b[j]) · (gu[t, I+j] + b[I+j]))` (kernels/activation.cu), A = `prec`.

@@ -20,7 +20,7 @@ use crate::backend::cpu::{ops as cpu, CpuBackend};
 use crate::backend::{Backend, SeqRequest};
 use crate::error::{LarkError, Result};
 use crate::model::random::{tiny_config, write_random_model, SplitMix};
-use crate::model::{Architecture, Llama3RopeScaling, Model, ModelConfig, StoredDtype};
+use crate::model::{Architecture, Llama3RopeScaling, Model, ModelConfig, RopeScaling, StoredDtype, YarnRopeScaling};
 use crate::stats::{topk_brier, vocab_stats_row, StatsOptions, TokenStats};
 use cudarc::driver::{CudaSlice, DeviceRepr};
 use half::bf16;
@@ -477,6 +477,8 @@ struct RopeCase {
     /// Sequence lengths (positions restart at 0 in each); `far` adds tokens at positions near 32K.
     lens: Vec<usize>,
     far: usize,
+    /// Qwen3's per-head q/k RMSNorm (the `rope_norm_qkv_split` kernel, which also runs for a YaRN config).
+    qk_norm: bool,
     config: fn(usize) -> ModelConfig,
 }
 
@@ -491,21 +493,49 @@ fn rope_config_llama3(d: usize) -> ModelConfig {
     let mut c = tiny_config(Architecture::Llama);
     c.head_dim = d;
     c.rope_theta = 5e5;
-    c.rope_scaling = Some(Llama3RopeScaling {
+    c.rope_scaling = Some(RopeScaling::Llama3(Llama3RopeScaling {
         factor: 32.0,
         low_freq_factor: 1.0,
         high_freq_factor: 4.0,
         original_max_position_embeddings: 8192.0,
-    });
+    }));
+    c
+}
+
+/// Qwen3's YaRN settings as its model cards give them (factor 4 over an original 32K context).
+fn rope_config_yarn(d: usize) -> ModelConfig {
+    let mut c = tiny_config(Architecture::Qwen3);
+    c.head_dim = d;
+    c.rope_theta = 1e6;
+    c.rope_scaling = Some(RopeScaling::Yarn(YarnRopeScaling::new(4.0, 32768.0)));
     c
 }
 
 fn rope_cases(r: &mut Runner<'_>) {
+    let case = |heads, kv, d, bias, lens: &[usize], far, qk_norm, config| RopeCase {
+        heads,
+        kv,
+        d,
+        bias,
+        lens: lens.to_vec(),
+        far,
+        qk_norm,
+        config,
+    };
+    type Config = fn(usize) -> ModelConfig;
+    let (default, llama3, yarn): (Config, Config, Config) = (rope_config_default, rope_config_llama3, rope_config_yarn);
     let cases = [
-        RopeCase { heads: 9, kv: 3, d: 64, bias: true, lens: vec![1, 17, 300], far: 0, config: rope_config_default },
-        RopeCase { heads: 12, kv: 2, d: 128, bias: true, lens: vec![65], far: 64, config: rope_config_default },
-        RopeCase { heads: 24, kv: 8, d: 128, bias: false, lens: vec![7, 100], far: 32, config: rope_config_llama3 },
-        RopeCase { heads: 3, kv: 1, d: 10, bias: true, lens: vec![1, 2, 40], far: 8, config: rope_config_default },
+        case(9, 3, 64, true, &[1, 17, 300], 0, false, default),
+        case(12, 2, 128, true, &[65], 64, false, default),
+        case(24, 8, 128, false, &[7, 100], 32, false, llama3),
+        case(3, 1, 10, true, &[1, 2, 40], 8, false, default),
+        // rope_norm_qkv_split (not yet run on a GPU): Qwen3-0.6B and -8B head shapes, head_dim 64, odd shapes,
+        // YaRN's attention factor with and without the norm, positions past 32K.
+        case(16, 8, 128, false, &[1, 17, 300], 32, true, default),
+        case(32, 8, 128, false, &[7, 100], 32, true, yarn),
+        case(9, 3, 64, true, &[65, 2], 16, true, default),
+        case(3, 1, 10, true, &[1, 2, 40], 8, true, default),
+        case(5, 1, 64, false, &[33], 8, false, yarn),
     ];
     for (prec, c) in [Precision::Bf16, Precision::Fp32].into_iter().flat_map(|p| cases.iter().map(move |c| (p, c))) {
         let (tol, tag) = act_tol(prec);
@@ -518,17 +548,33 @@ fn rope_cases(r: &mut Runner<'_>) {
             c.lens,
             if c.far > 0 { format!(" +{} far pos", c.far) } else { String::new() }
         );
-        let name = if (c.config)(c.d).rope_scaling.is_some() { format!("{name} llama3") } else { name };
+        let scaling = match (c.config)(c.d).rope_scaling {
+            Some(RopeScaling::Llama3(_)) => " llama3",
+            Some(RopeScaling::Yarn(_)) => " yarn",
+            Some(RopeScaling::Linear { .. }) => " linear",
+            None => "",
+        };
+        let name = format!("{name}{}{scaling}", if c.qk_norm { " +qk-norm" } else { "" });
         r.case("rope", name, tol, |r| {
             let b = Bufs { gpu: r.gpu };
             let (nh, nkv, d) = (c.heads, c.kv, c.d);
             let mut positions: Vec<u32> = c.lens.iter().flat_map(|&l| 0..l as u32).collect();
-            positions.extend((0..c.far).map(|_| 32768 - 1 - below(&mut r.rng, 4096) as u32));
+            // Far positions: near 32K, or up to 131K for a YaRN config (the context it extends to).
+            let top = if (c.config)(c.d).rope_attention_factor() != 1.0 { 131072 } else { 32768 };
+            positions.extend((0..c.far).map(|_| top - 1 - below(&mut r.rng, 4096) as u32));
             let t = positions.len();
             let w = (nh + 2 * nkv) * d;
             let qkv = round_act(&rand_vec(&mut r.rng, t * w, 3.0), prec);
             let bias = rand_vec(&mut r.rng, w, 0.5);
-            let inv = cpu::rope_inv_freq_f32(&(c.config)(d));
+            let config = (c.config)(d);
+            let inv = cpu::rope_inv_freq_f32(&config);
+            let factor = config.rope_attention_factor() as f32;
+            let eps = config.rms_norm_eps as f32;
+            let (q_norm, k_norm) = (rand_vec(&mut r.rng, d, 0.5), rand_vec(&mut r.rng, d, 0.5));
+            let (q_norm, k_norm): (Vec<f32>, Vec<f32>) =
+                (q_norm.iter().map(|x| 1.0 + x).collect(), k_norm.iter().map(|x| 1.0 + x).collect());
+            let d_qn = b.up(&q_norm)?;
+            let d_kn = b.up(&k_norm)?;
             let d_qkv = b.up(&prec.encode(&qkv))?;
             let d_bias = b.up(&bias)?;
             let d_pos = b.up(&positions.iter().map(|&p| p as i32).collect::<Vec<_>>())?;
@@ -536,22 +582,22 @@ fn rope_cases(r: &mut Runner<'_>) {
             let eb = prec.bytes();
             let (d_q, d_k, d_v) =
                 (b.out::<u8>(t * nh * d * eb)?, b.out::<u8>(t * nkv * d * eb)?, b.out::<u8>(t * nkv * d * eb)?);
+            let bias_p = if c.bias { b.p(&d_bias) } else { 0 };
+            let (pq, pk, pv) = (b.p(&d_q), b.p(&d_k), b.p(&d_v));
+            let fused = c.qk_norm || factor != 1.0;
+            let norm = ops::QkNormRope {
+                q_norm: if c.qk_norm { b.p(&d_qn) } else { 0 },
+                k_norm: if c.qk_norm { b.p(&d_kn) } else { 0 },
+                eps,
+                attention_factor: factor,
+            };
             let ms = r.timed(|| {
-                ops::rope_qkv_split(
-                    r.gpu,
-                    b.p(&d_qkv),
-                    if c.bias { b.p(&d_bias) } else { 0 },
-                    b.p(&d_pos),
-                    b.p(&d_inv),
-                    b.p(&d_q),
-                    b.p(&d_k),
-                    b.p(&d_v),
-                    t,
-                    nh,
-                    nkv,
-                    d,
-                    prec,
-                )
+                let (qkv, pos, inv) = (b.p(&d_qkv), b.p(&d_pos), b.p(&d_inv));
+                if fused {
+                    ops::rope_norm_qkv_split(r.gpu, qkv, bias_p, pos, inv, &norm, pq, pk, pv, t, nh, nkv, d, prec)
+                } else {
+                    ops::rope_qkv_split(r.gpu, qkv, bias_p, pos, inv, pq, pk, pv, t, nh, nkv, d, prec)
+                }
             })?;
             let (qw, kw) = (nh * d, nkv * d);
             let (mut q, mut k, mut v) = (vec![0f32; t * qw], vec![0f32; t * kw], vec![0f32; t * kw]);
@@ -561,8 +607,12 @@ fn rope_cases(r: &mut Runner<'_>) {
                 k[i * kw..(i + 1) * kw].copy_from_slice(&row[qw..qw + kw]);
                 v[i * kw..(i + 1) * kw].copy_from_slice(&row[qw + kw..]);
             }
-            cpu::rope_inplace(&mut q, &positions, nh, d, &inv);
-            cpu::rope_inplace(&mut k, &positions, nkv, d, &inv);
+            if c.qk_norm {
+                cpu::rms_norm_inplace(&mut q, &q_norm, eps);
+                cpu::rms_norm_inplace(&mut k, &k_norm, eps);
+            }
+            cpu::rope_scaled_inplace(&mut q, &positions, nh, d, &inv, factor);
+            cpu::rope_scaled_inplace(&mut k, &positions, nkv, d, &inv, factor);
             let cq = compare(&prec.decode(&b.down(&d_q, t * qw * eb)?), &q);
             let ck = compare(&prec.decode(&b.down(&d_k, t * kw * eb)?), &k);
             let cv = compare(&prec.decode(&b.down(&d_v, t * kw * eb)?), &v);
@@ -985,18 +1035,28 @@ pub(crate) fn random_configs() -> Vec<(&'static str, ModelConfig)> {
     let mut l64 = base(Architecture::Llama);
     (l64.vocab_size, l64.hidden_size, l64.intermediate_size, l64.num_layers) = (12007, 512, 1376, 3);
     (l64.num_heads, l64.num_kv_heads, l64.head_dim, l64.rope_theta) = (8, 2, 64, 5e5);
-    l64.rope_scaling = Some(Llama3RopeScaling {
+    l64.rope_scaling = Some(RopeScaling::Llama3(Llama3RopeScaling {
         factor: 32.0,
         low_freq_factor: 1.0,
         high_freq_factor: 4.0,
         original_max_position_embeddings: 8192.0,
-    });
+    }));
     l64.qkv_bias = false;
     l64.tie_word_embeddings = true;
+    // Qwen3: per-head q/k norm, head_dim 128 ≠ hidden/heads = 64 (q is wider than the hidden state, as in
+    // Qwen3-0.6B), YaRN (the rope_norm_qkv_split kernel, not yet run on a GPU).
+    let mut q3 = base(Architecture::Qwen3);
+    (q3.vocab_size, q3.hidden_size, q3.intermediate_size, q3.num_layers) = (15013, 512, 1536, 3);
+    (q3.num_heads, q3.num_kv_heads, q3.head_dim) = (8, 4, 128);
+    q3.rope_scaling = rope_config_yarn(128).rope_scaling;
+    q3.rope_theta = 1e6;
+    q3.qkv_bias = false;
+    q3.tie_word_embeddings = true;
     vec![
         ("random Qwen2 D=64 +qkv bias", q64),
         ("random Qwen2 D=128 +qkv bias tied", q128),
         ("random Llama D=64 llama3-rope tied", l64),
+        ("random Qwen3 D=128 q/k-norm yarn tied", q3),
     ]
 }
 
@@ -1317,9 +1377,9 @@ fn one_model(
     real: bool,
 ) -> Result<()> {
     let model = Model::open(dir)?;
-    let mut fast = CudaBackend::new(&model, opts.ordinal)?;
+    let mut fast = CudaBackend::open_unmeasured(&model, opts.ordinal, Precision::Bf16)?;
     fast.forward_mut().poison = true;
-    let mut exact = CudaBackend::with_precision(&model, opts.ordinal, Precision::Fp32)?;
+    let mut exact = CudaBackend::open_unmeasured(&model, opts.ordinal, Precision::Fp32)?;
     exact.forward_mut().poison = true;
     model_rows(
         opts,
@@ -1586,15 +1646,21 @@ mod tests {
     /// random model: what the GPU run should show, minus the kernels' own rounding.
     #[test]
     fn whole_model_rows_pass_on_the_mock() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = tiny_config(Architecture::Qwen2);
-        (cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size) = (128, 4, 32, 200);
-        write_selftest_model(dir.path(), &cfg, 1).unwrap();
-        let model = Model::open(dir.path()).unwrap();
-        let opts = Options { long_len: 200, ..Options::default() };
-        let r = mock_rows(&opts, "tiny", &model, false);
-        assert_eq!(r.rows.len(), 7 + 8);
-        assert_eq!(r.failures(), 0, "{}", r.render());
+        for arch in [Architecture::Qwen2, Architecture::Qwen3] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = tiny_config(arch);
+            (cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size) = (128, 4, 32, 200);
+            if arch == Architecture::Qwen3 {
+                cfg.head_dim = 48; // ≠ hidden/heads
+                cfg.rope_scaling = rope_config_yarn(48).rope_scaling;
+            }
+            write_selftest_model(dir.path(), &cfg, 1).unwrap();
+            let model = Model::open(dir.path()).unwrap();
+            let opts = Options { long_len: 200, ..Options::default() };
+            let r = mock_rows(&opts, "tiny", &model, false);
+            assert_eq!(r.rows.len(), 7 + 8);
+            assert_eq!(r.failures(), 0, "{arch:?}: {}", r.render());
+        }
     }
 
     /// Calibration of the whole-model bounds: the selftest's random models, and a real model given by

@@ -10,7 +10,7 @@ use super::layout::{hf_tensor_name, unpermute_rows};
 use super::reader::{GgmlType, GgufFile, TensorInfo};
 use super::tokenizer::tokenizer_files;
 use crate::error::{LarkError, Result};
-use crate::model::{tensor_specs, Architecture, Llama3RopeScaling, ModelConfig, StoredDtype};
+use crate::model::{tensor_specs, Architecture, Llama3RopeScaling, ModelConfig, RopeScaling, StoredDtype};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -194,9 +194,10 @@ pub fn model_config(f: &GgufFile, dtype: StoredDtype) -> Result<ModelConfig> {
         head_dim,
         rms_norm_eps: float("llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6),
         rope_theta,
-        rope_scaling: rope_scaling(f, head_dim, rope_theta)?,
+        rope_scaling: rope_scaling(f, head_dim, rope_theta)?.map(RopeScaling::Llama3),
         max_position_embeddings: uint("llama.context_length")?.unwrap_or(2048),
         qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+        qk_norm: false,
         o_bias: f.tensor("blk.0.attn_q.bias").is_some(),
         mlp_bias: f.tensor("blk.0.ffn_gate.bias").is_some(),
         tie_word_embeddings: f.tensor("output.weight").is_none(),
