@@ -1,7 +1,8 @@
 //! The C ABI (`include/lark.h`, `src/ffi`) from the outside: the header cannot drift from the Rust side; a C
 //! program compiled with the system compiler against the header and `liblark.so` scores records of the
 //! example pool and gets the numbers of `lark run` (scores.jsonl and the χ²-B selection); the same program
-//! runs clean under valgrind; the Python ctypes example gets the same numbers too.
+//! runs clean under valgrind; the Python ctypes example gets the same numbers too; tests/c/threads.c gets the
+//! serial results bit for bit from 8 threads on one handle and on 8 handles, and runs clean under helgrind.
 //!
 //! The model is a random-weight Llama with SmolLM2's real tokenizer and chat template (as in tests/cli.rs).
 //! `cargo test` builds the cdylib with the crate (`crate-type` lists it), next to the `lark` binary.
@@ -112,25 +113,29 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// The C program, compiled once with warnings as errors.
+/// `tests/c/NAME.c` compiled with warnings as errors against the header and `liblark.so`.
+fn compile_c(name: &str, extra: &[&str]) -> PathBuf {
+    let exe = scratch().join(name);
+    let lib = cdylib();
+    let o = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"])
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(repo().join(format!("tests/c/{name}.c")))
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.parent().unwrap().display()))
+        .args(extra)
+        .args(["-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("the system C compiler `cc` runs");
+    ok(&o, &format!("compiling tests/c/{name}.c"));
+    exe
+}
+
+/// The C program, compiled once.
 fn c_program() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        let exe = scratch().join("score_pool");
-        let lib = cdylib();
-        let o = Command::new("cc")
-            .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"])
-            .arg(format!("-I{}", repo().join("include").display()))
-            .arg(repo().join("tests/c/score_pool.c"))
-            .arg(&lib)
-            .arg(format!("-Wl,-rpath,{}", lib.parent().unwrap().display()))
-            .args(["-lm", "-o"])
-            .arg(&exe)
-            .output()
-            .expect("the system C compiler `cc` runs");
-        ok(&o, "compiling tests/c/score_pool.c");
-        exe
-    })
+    P.get_or_init(|| compile_c("score_pool", &[]))
 }
 
 /// The C program's rows by (problem, candidate).
@@ -392,4 +397,84 @@ fn readme_snippet_links_statically() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines.iter().all(|l| l.starts_with("L=") && l.contains("weight=")), "{out}");
+}
+
+/// `tests/c/threads.c`, compiled once.
+fn threads_program() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| compile_c("threads", &["-pthread"]))
+}
+
+/// The threads program's input: the chats of `pids` (all candidates).
+fn threads_input(name: &str, pids: &[i64], take: usize) -> PathBuf {
+    let dir = scratch().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let records: Vec<Value> = pool_records(pids).into_iter().take(take).collect();
+    write_inputs(&dir, "chats", &records).1
+}
+
+#[test]
+fn c_threads_on_one_handle_and_on_many_give_the_serial_results() {
+    // 12 chats of problems 0 and 1 cut at 96 tokens: problem 0's prompt fills that (skipped chats), problem 1's
+    // are scored, one of them whole. 8 threads on the shared handle, then 8 threads on 8 handles, two rounds each.
+    let f = fixture();
+    let input = threads_input("threads_native", &[0, 1], 12);
+    let o = Command::new(threads_program()).args([s(&f.model), "cpu", s(&input), "96", "8", "2"]).output().unwrap();
+    let out = ok(&o, "tests/c/threads.c");
+    assert!(out.contains("8 threads x 12 chats (6 skipped) x 2 rounds"), "{out}");
+}
+
+/// Run the threads program under valgrind's helgrind with tests/c/helgrind.supp; `args` after MODEL_DIR.
+fn under_helgrind(args: &[&str]) -> Output {
+    // RAYON_NUM_THREADS=1: one pool thread, so the work inside a call is not split between pool threads (whose
+    // hand-offs helgrind cannot see: tests/c/helgrind.supp, class 1); the C threads' calls still run concurrently.
+    // --check-stack-refs=no: rayon keeps each job and its latch on the waiting caller's stack, so the caller's
+    // later reuse of that stack would be flagged wherever it happens, threads.c's frames included.
+    Command::new("valgrind")
+        .args(["--tool=helgrind", "--error-exitcode=1", "--check-stack-refs=no", "--num-callers=64", "-s"])
+        .arg(format!("--suppressions={}", repo().join("tests/c/helgrind.supp").display()))
+        .arg(threads_program())
+        .arg(s(&fixture().model))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("valgrind runs: install it with `apt-get install -y valgrind` (scripts/install-test-tools.sh does)")
+}
+
+/// Two chats for the race-detector runs: a short one that is scored whole and problem 0's first, whose prompt
+/// fills the 40 tokens (skipped).
+fn helgrind_input() -> PathBuf {
+    let dir = scratch().join("helgrind");
+    std::fs::create_dir_all(&dir).unwrap();
+    let short = serde_json::json!({"problem_id": 0, "candidate_id": 0, "messages": [
+        {"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "It is 2."}]});
+    let long = pool_records(&[0]).remove(0);
+    write_inputs(&dir, "chats", &[short, long]).1
+}
+
+#[test]
+fn c_threads_run_clean_under_helgrind() {
+    // 4 threads x 2 chats, one round, on the shared handle and on 4 handles: about 1.5 minutes on 2 cores.
+    let input = helgrind_input();
+    let o = under_helgrind(&["cpu", s(&input), "40", "4", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let tail: String = err.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert!(o.status.success(), "threads under helgrind failed ({}):\n{tail}", o.status);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 threads x 2 chats (1 skipped) x 1 rounds"));
+    assert!(err.contains("ERROR SUMMARY: 0 errors"), "{tail}");
+}
+
+#[test]
+fn helgrind_still_reports_a_race_through_lark() {
+    // The suppressions do not hide a real race that goes through lark's C ABI: one thread rewriting the ids that
+    // another is scoring (lark_score_ids reads them) must be reported, with both sides' frames.
+    let input = helgrind_input();
+    let o = under_helgrind(&["cpu", s(&input), "40", "2", "1", "race"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "helgrind did not report the deliberate race:\n{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("race: one thread rewrote the ids"), "{err}");
+    for frame in ["Possible data race", "lark_score_ids (model.rs", "race_reader (threads.c", "race_writer (threads.c"]
+    {
+        assert!(err.contains(frame), "helgrind's report lacks {frame}:\n{err}");
+    }
 }

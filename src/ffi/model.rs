@@ -37,6 +37,15 @@ pub struct LarkModel {
     max_seqs: usize,
 }
 
+// The header promises that a handle may be shared between threads, but C hands it around as a raw pointer, which
+// the compiler cannot follow; this makes it check the promise: `&LarkModel` may be used from several threads at
+// once (`Sync`: no unsynchronised interior mutability anywhere inside) and a handle may be freed on another
+// thread than the one that opened it (`Send`). tests/c/threads.c checks the behaviour under concurrency.
+const _: () = {
+    const fn shared_between_threads<T: Send + Sync>() {}
+    shared_between_threads::<LarkModel>();
+};
+
 fn settings(o: &LarkOptions) -> FfiResult<Settings> {
     let span = match o.span_mode {
         LARK_SPAN_TURN => SpanMode::Turn,
