@@ -17,6 +17,7 @@
 //!
 //! Not supported: Qwen3's per-head q/k RMSNorm (the CPU forward of this branch has none either).
 
+pub mod diagnostics;
 pub mod gstar;
 
 use crate::backend::SeqRequest;
