@@ -11,6 +11,7 @@ pub mod crashpoint;
 pub mod error;
 pub mod export;
 pub mod ffi;
+pub mod grad;
 pub mod io;
 pub mod model;
 pub mod report;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 mod convert_gguf;
 mod doctor;
+pub mod gstar;
 mod inspect;
 mod merge;
 mod report;
@@ -40,6 +41,8 @@ pub enum Command {
     Merge(merge::Args),
     /// Write a run's scores and selection as one self-contained HTML page with plots.
     Report(report::Args),
+    /// The exact directional derivative g* (backward passes on the CPU) beside ĝ, and the paper's Fig. 6 checks.
+    Gstar(gstar::Args),
     /// Scoring throughput on synthetic or given sequences (tokens/s, TFLOP/s, peak memory).
     Bench(bench::Args),
 }
@@ -58,6 +61,7 @@ pub fn main() -> i32 {
         Command::Run(a) => run_job::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Report(a) => report::run(a),
+        Command::Gstar(a) => gstar::run(a),
     };
     match result {
         Ok(()) => 0,
