@@ -377,6 +377,16 @@ impl<T: Real> Student<T> {
     }
 
     fn from_tensors(c: ModelConfig, names: Vec<String>, shapes: Vec<Vec<usize>>, params: Tensors<T>) -> Result<Self> {
+        // The backward pass mirrors the Qwen2/Llama forward; Qwen3's per-head q/k norm and YaRN's cos/sin factor
+        // have no backward yet: refused rather than a silently wrong gradient.
+        if c.qk_norm {
+            return Err(LarkError::Unsupported("gradients of Qwen3's per-head q/k RMSNorm (lark gstar)".into()));
+        }
+        if c.rope_attention_factor() != 1.0 {
+            return Err(LarkError::Unsupported(
+                "gradients with YaRN's attention factor on cos/sin (lark gstar)".into(),
+            ));
+        }
         let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
         let find = |n: &str| -> Result<usize> {
             index.get(n).copied().ok_or_else(|| LarkError::Other(format!("gradient layout: tensor {n} missing")))
