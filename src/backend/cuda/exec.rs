@@ -54,6 +54,7 @@ pub trait Exec {
         write_x: bool,
         prec: Precision,
     ) -> Result<()>;
+    /// Bias + RoPE + split; with `norm`, the per-head q/k RMSNorm and scaled cos/sin of [`ops::QkNormRope`].
     #[allow(clippy::too_many_arguments)]
     fn rope_qkv_split(
         &self,
@@ -61,24 +62,7 @@ pub trait Exec {
         bias: DevPtr,
         positions: DevPtr,
         inv_freq: DevPtr,
-        q: DevPtr,
-        k: DevPtr,
-        v: DevPtr,
-        t: usize,
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        prec: Precision,
-    ) -> Result<()>;
-    /// [`Exec::rope_qkv_split`] with the per-head q/k RMSNorm and scaled cos/sin of [`ops::QkNormRope`].
-    #[allow(clippy::too_many_arguments)]
-    fn rope_norm_qkv_split(
-        &self,
-        qkv: DevPtr,
-        bias: DevPtr,
-        positions: DevPtr,
-        inv_freq: DevPtr,
-        norm: &ops::QkNormRope,
+        norm: Option<&ops::QkNormRope>,
         q: DevPtr,
         k: DevPtr,
         v: DevPtr,
@@ -156,6 +140,7 @@ impl Exec for Gpu {
         bias: DevPtr,
         positions: DevPtr,
         inv_freq: DevPtr,
+        norm: Option<&ops::QkNormRope>,
         q: DevPtr,
         k: DevPtr,
         v: DevPtr,
@@ -165,27 +150,7 @@ impl Exec for Gpu {
         head_dim: usize,
         prec: Precision,
     ) -> Result<()> {
-        ops::rope_qkv_split(self, qkv, bias, positions, inv_freq, q, k, v, t, heads, kv_heads, head_dim, prec)
-    }
-    fn rope_norm_qkv_split(
-        &self,
-        qkv: DevPtr,
-        bias: DevPtr,
-        positions: DevPtr,
-        inv_freq: DevPtr,
-        norm: &ops::QkNormRope,
-        q: DevPtr,
-        k: DevPtr,
-        v: DevPtr,
-        t: usize,
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        prec: Precision,
-    ) -> Result<()> {
-        ops::rope_norm_qkv_split(
-            self, qkv, bias, positions, inv_freq, norm, q, k, v, t, heads, kv_heads, head_dim, prec,
-        )
+        ops::rope_qkv_split(self, qkv, bias, positions, inv_freq, norm, q, k, v, t, heads, kv_heads, head_dim, prec)
     }
     fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()> {
         ops::swiglu(self, gu, bias, out, t, inter, prec)

@@ -541,18 +541,14 @@ impl<E: Exec> Forward<E> {
             gpu.rmsnorm_residual(x, pending.0, pending.1, gpu.addr(&layer.input_norm), y, 0, t, h, eps, write_x, prec)?;
             gemm_act(gpu, prec, (y, hi, lo), gpu.addr(&layer.qkv), qkv, t, qkv_w, h, OutType::Bf16)?;
             let (qkv_bias, inv_freq) = (opt_ptr(&layer.qkv_bias, gpu), gpu.addr(&m.inv_freq));
-            if needs_norm_rope(&c) {
-                let norm = QkNormRope {
-                    q_norm: layer.qk_norm.as_ref().map(|(w, _)| gpu.addr(w)).unwrap_or(0),
-                    k_norm: layer.qk_norm.as_ref().map(|(_, w)| gpu.addr(w)).unwrap_or(0),
-                    eps,
-                    attention_factor: m.rope_attention_factor,
-                };
-                gpu.rope_norm_qkv_split(qkv, qkv_bias, positions, inv_freq, &norm, q, k, v, t, nh, nkv, d, prec)?;
-            } else {
-                // Qwen2 and Llama: the original kernel, unchanged.
-                gpu.rope_qkv_split(qkv, qkv_bias, positions, inv_freq, q, k, v, t, nh, nkv, d, prec)?;
-            }
+            // Qwen2 and Llama (None): the original kernel, unchanged; Qwen3 and YaRN: the fused one.
+            let norm = needs_norm_rope(&c).then(|| QkNormRope {
+                q_norm: layer.qk_norm.as_ref().map(|(w, _)| gpu.addr(w)).unwrap_or(0),
+                k_norm: layer.qk_norm.as_ref().map(|(_, w)| gpu.addr(w)).unwrap_or(0),
+                eps,
+                attention_factor: m.rope_attention_factor,
+            });
+            gpu.rope_qkv_split(qkv, qkv_bias, positions, inv_freq, norm.as_ref(), q, k, v, t, nh, nkv, d, prec)?;
             gpu.attention(&attn_args)?;
             // x += attn · W_oᵀ, accumulated in fp32 by cuBLAS (beta = 1).
             gemm_act(gpu, prec, (attn, hi, lo), gpu.addr(&layer.o), x, t, h, qw, OutType::F32Accumulate)?;

@@ -41,56 +41,6 @@ fn oob(what: &str, addr: u64, bytes: usize) -> LarkError {
 }
 
 impl Mock {
-    /// Both rope kernels with the CPU reference ops: bias, the optional per-head q/k norm, RoPE with scaled
-    /// cos/sin, split.
-    #[allow(clippy::too_many_arguments)]
-    fn rope_split(
-        &self,
-        qkv: DevPtr,
-        bias: DevPtr,
-        positions: DevPtr,
-        inv_freq: DevPtr,
-        norm: Option<&QkNormRope>,
-        q: DevPtr,
-        k: DevPtr,
-        v: DevPtr,
-        t: usize,
-        heads: usize,
-        kv_heads: usize,
-        d: usize,
-        prec: Precision,
-    ) -> Result<()> {
-        let eb = prec.bytes();
-        let w = (heads + 2 * kv_heads) * d;
-        let (qw, kw) = (heads * d, kv_heads * d);
-        let inv: Vec<f32> = self.read(inv_freq, d / 2)?;
-        let pos: Vec<i32> = self.read(positions, t)?;
-        let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, w)?) } else { None };
-        let weights: Option<(Vec<f32>, Vec<f32>)> = match norm {
-            Some(n) if n.q_norm != 0 => Some((self.read(n.q_norm, d)?, self.read(n.k_norm, d)?)),
-            _ => None,
-        };
-        let factor = norm.map(|n| n.attention_factor).unwrap_or(1.0);
-        for (i, &pos_i) in pos.iter().enumerate() {
-            let mut row = self.read_act(qkv + (i * w * eb) as u64, w, prec)?;
-            if let Some(b) = &b {
-                row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-            }
-            let p = [pos_i as u32];
-            let (mut qr, mut kr) = (row[..qw].to_vec(), row[qw..qw + kw].to_vec());
-            if let (Some((wq, wk)), Some(n)) = (&weights, norm) {
-                cpu::rms_norm_inplace(&mut qr, wq, n.eps);
-                cpu::rms_norm_inplace(&mut kr, wk, n.eps);
-            }
-            cpu::rope_scaled_inplace(&mut qr, &p, heads, d, &inv, factor);
-            cpu::rope_scaled_inplace(&mut kr, &p, kv_heads, d, &inv, factor);
-            self.store_act(q + (i * qw * eb) as u64, &qr, prec)?;
-            self.store_act(k + (i * kw * eb) as u64, &kr, prec)?;
-            self.store_act(v + (i * kw * eb) as u64, &row[qw + kw..], prec)?;
-        }
-        Ok(())
-    }
-
     fn read<T: Elem>(&self, addr: u64, n: usize) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>();
         let mem = self.mem.borrow();
@@ -237,12 +187,15 @@ impl Exec for Mock {
         Ok(())
     }
 
+    /// Both rope kernels with the CPU reference ops: bias, the optional per-head q/k norm, RoPE with scaled
+    /// cos/sin, split.
     fn rope_qkv_split(
         &self,
         qkv: DevPtr,
         bias: DevPtr,
         positions: DevPtr,
         inv_freq: DevPtr,
+        norm: Option<&QkNormRope>,
         q: DevPtr,
         k: DevPtr,
         v: DevPtr,
@@ -252,26 +205,35 @@ impl Exec for Mock {
         d: usize,
         prec: Precision,
     ) -> Result<()> {
-        self.rope_split(qkv, bias, positions, inv_freq, None, q, k, v, t, heads, kv_heads, d, prec)
-    }
-
-    fn rope_norm_qkv_split(
-        &self,
-        qkv: DevPtr,
-        bias: DevPtr,
-        positions: DevPtr,
-        inv_freq: DevPtr,
-        norm: &QkNormRope,
-        q: DevPtr,
-        k: DevPtr,
-        v: DevPtr,
-        t: usize,
-        heads: usize,
-        kv_heads: usize,
-        d: usize,
-        prec: Precision,
-    ) -> Result<()> {
-        self.rope_split(qkv, bias, positions, inv_freq, Some(norm), q, k, v, t, heads, kv_heads, d, prec)
+        let eb = prec.bytes();
+        let w = (heads + 2 * kv_heads) * d;
+        let (qw, kw) = (heads * d, kv_heads * d);
+        let inv: Vec<f32> = self.read(inv_freq, d / 2)?;
+        let pos: Vec<i32> = self.read(positions, t)?;
+        let b: Option<Vec<f32>> = if bias != 0 { Some(self.read(bias, w)?) } else { None };
+        let weights: Option<(Vec<f32>, Vec<f32>)> = match norm {
+            Some(n) if n.q_norm != 0 => Some((self.read(n.q_norm, d)?, self.read(n.k_norm, d)?)),
+            _ => None,
+        };
+        let factor = norm.map(|n| n.attention_factor).unwrap_or(1.0);
+        for (i, &pos_i) in pos.iter().enumerate() {
+            let mut row = self.read_act(qkv + (i * w * eb) as u64, w, prec)?;
+            if let Some(b) = &b {
+                row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+            let p = [pos_i as u32];
+            let (mut qr, mut kr) = (row[..qw].to_vec(), row[qw..qw + kw].to_vec());
+            if let (Some((wq, wk)), Some(n)) = (&weights, norm) {
+                cpu::rms_norm_inplace(&mut qr, wq, n.eps);
+                cpu::rms_norm_inplace(&mut kr, wk, n.eps);
+            }
+            cpu::rope_scaled_inplace(&mut qr, &p, heads, d, &inv, factor);
+            cpu::rope_scaled_inplace(&mut kr, &p, kv_heads, d, &inv, factor);
+            self.store_act(q + (i * qw * eb) as u64, &qr, prec)?;
+            self.store_act(k + (i * kw * eb) as u64, &kr, prec)?;
+            self.store_act(v + (i * kw * eb) as u64, &row[qw + kw..], prec)?;
+        }
+        Ok(())
     }
 
     fn swiglu(&self, gu: DevPtr, bias: DevPtr, out: DevPtr, t: usize, inter: usize, prec: Precision) -> Result<()> {

@@ -147,7 +147,8 @@ pub fn rmsnorm_residual(
 }
 
 /// Bias + RoPE + split of the fused QKV output (kernels/rope.cu): qkv [T, (H+2Hkv)·D] → q [T,H,D],
-/// k [T,Hkv,D] (rotated), v [T,Hkv,D], all of element type `prec`.
+/// k [T,Hkv,D] (rotated), v [T,Hkv,D], all of element type `prec`; with `norm`, Qwen3's per-head q/k RMSNorm
+/// before the rotation and scaled cos/sin ([`QkNormRope`]).
 #[allow(clippy::too_many_arguments)]
 pub fn rope_qkv_split(
     gpu: &Gpu,
@@ -155,6 +156,7 @@ pub fn rope_qkv_split(
     bias: DevPtr,
     positions: DevPtr,
     inv_freq: DevPtr,
+    norm: Option<&QkNormRope>,
     q: DevPtr,
     k: DevPtr,
     v: DevPtr,
@@ -168,25 +170,22 @@ pub fn rope_qkv_split(
         return Ok(());
     }
     let (cfg, [t32, h32, kv32, d32]) = rope_launch(t, heads, kv_heads, head_dim)?;
-    let name = format!("rope_qkv_split_{}", prec.suffix());
+    // Qwen2 and Llama: the original kernel, unchanged. With `norm`: the fused kernel, not yet run on a GPU,
+    // reached only behind [`crate::backend::cuda::UNMEASURED_KERNELS_ENV`] or from the selftest.
+    let kernel = if norm.is_some() { "rope_norm_qkv_split" } else { "rope_qkv_split" };
+    let name = format!("{kernel}_{}", prec.suffix());
     let f = gpu.kernels.get(&name)?;
     let mut b = gpu.stream.launch_builder(&f);
-    b.arg(&qkv)
-        .arg(&bias)
-        .arg(&positions)
-        .arg(&inv_freq)
-        .arg(&q)
-        .arg(&k)
-        .arg(&v)
-        .arg(&t32)
-        .arg(&h32)
-        .arg(&kv32)
-        .arg(&d32);
-    // SAFETY: as above.
+    b.arg(&qkv).arg(&bias).arg(&positions).arg(&inv_freq);
+    if let Some(n) = norm {
+        b.arg(&n.q_norm).arg(&n.k_norm).arg(&n.eps).arg(&n.attention_factor);
+    }
+    b.arg(&q).arg(&k).arg(&v).arg(&t32).arg(&h32).arg(&kv32).arg(&d32);
+    // SAFETY: as above; the norm weights, when given, hold D fp32 values each.
     cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {name}"))
 }
 
-/// What [`rope_norm_qkv_split`] adds to [`rope_qkv_split`]: Qwen3's per-head q/k RMSNorm weights (fp32 [D] each,
+/// What the fused kernel `rope_norm_qkv_split_*` adds to `rope_qkv_split_*` ([`rope_qkv_split`] with `Some`): Qwen3's per-head q/k RMSNorm weights (fp32 [D] each,
 /// both 0 for none) and the factor cos and sin are multiplied by (YaRN's attention factor, else 1).
 #[derive(Debug, Clone, Copy)]
 pub struct QkNormRope {
@@ -194,52 +193,6 @@ pub struct QkNormRope {
     pub k_norm: DevPtr,
     pub eps: f32,
     pub attention_factor: f32,
-}
-
-/// As [`rope_qkv_split`], with the per-head q/k RMSNorm before the rotation and scaled cos/sin
-/// (`rope_norm_qkv_split_*` of kernels/rope.cu). Not yet run on a GPU: reached only behind
-/// [`crate::backend::cuda::UNMEASURED_KERNELS_ENV`] or from the selftest.
-#[allow(clippy::too_many_arguments)]
-pub fn rope_norm_qkv_split(
-    gpu: &Gpu,
-    qkv: DevPtr,
-    bias: DevPtr,
-    positions: DevPtr,
-    inv_freq: DevPtr,
-    norm: &QkNormRope,
-    q: DevPtr,
-    k: DevPtr,
-    v: DevPtr,
-    t: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    prec: Precision,
-) -> Result<()> {
-    if t == 0 {
-        return Ok(());
-    }
-    let (cfg, [t32, h32, kv32, d32]) = rope_launch(t, heads, kv_heads, head_dim)?;
-    let name = format!("rope_norm_qkv_split_{}", prec.suffix());
-    let f = gpu.kernels.get(&name)?;
-    let mut b = gpu.stream.launch_builder(&f);
-    b.arg(&qkv)
-        .arg(&bias)
-        .arg(&positions)
-        .arg(&inv_freq)
-        .arg(&norm.q_norm)
-        .arg(&norm.k_norm)
-        .arg(&norm.eps)
-        .arg(&norm.attention_factor)
-        .arg(&q)
-        .arg(&k)
-        .arg(&v)
-        .arg(&t32)
-        .arg(&h32)
-        .arg(&kv32)
-        .arg(&d32);
-    // SAFETY: as above; the norm weights, when given, hold D fp32 values each.
-    cu(unsafe { b.launch(cfg) }.map(|_| ()), &format!("launch {name}"))
 }
 
 /// The shape checks and launch shape both rope kernels share: one block of 128 threads per token.

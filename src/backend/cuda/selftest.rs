@@ -593,11 +593,8 @@ fn rope_cases(r: &mut Runner<'_>) {
             };
             let ms = r.timed(|| {
                 let (qkv, pos, inv) = (b.p(&d_qkv), b.p(&d_pos), b.p(&d_inv));
-                if fused {
-                    ops::rope_norm_qkv_split(r.gpu, qkv, bias_p, pos, inv, &norm, pq, pk, pv, t, nh, nkv, d, prec)
-                } else {
-                    ops::rope_qkv_split(r.gpu, qkv, bias_p, pos, inv, pq, pk, pv, t, nh, nkv, d, prec)
-                }
+                let norm = fused.then_some(&norm);
+                ops::rope_qkv_split(r.gpu, qkv, bias_p, pos, inv, norm, pq, pk, pv, t, nh, nkv, d, prec)
             })?;
             let (qw, kw) = (nh * d, nkv * d);
             let (mut q, mut k, mut v) = (vec![0f32; t * qw], vec![0f32; t * kw], vec![0f32; t * kw]);
