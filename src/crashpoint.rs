@@ -18,8 +18,9 @@ fn armed() -> Option<&'static (String, usize)> {
     ARMED
         .get_or_init(|| {
             let v = std::env::var("LARK_TEST_PAUSE_AT").ok()?;
-            match v.rsplit_once(':') {
-                Some((name, n)) if n.parse::<usize>().is_ok() => Some((name.to_string(), n.parse().unwrap_or(1))),
+            // NAME may itself hold a colon (`before-rename:FILE`): only a numeric last part is the count.
+            match v.rsplit_once(':').map(|(name, n)| (name, n.parse::<usize>())) {
+                Some((name, Ok(n))) => Some((name.to_string(), n)),
                 _ => Some((v, 1)),
             }
         })

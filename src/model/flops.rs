@@ -33,7 +33,7 @@ impl WorkModel {
         WorkModel { constant: -head, linear: layers * per_token_layer + attention + head, quadratic: attention }
     }
 
-    /// FLOPs of one sequence of `t` tokens.
+    /// FLOPs of one sequence of `t` tokens (0 for none).
     pub fn flops(&self, t: usize) -> f64 {
         let t = t as f64;
         (self.constant + self.linear * t + self.quadratic * t * t).max(0.0)
@@ -51,6 +51,7 @@ mod tests {
 
     #[test]
     fn work_model_counts_every_term() {
+        assert_eq!(forward_flops(&crate::model::random::tiny_config(crate::model::Architecture::Llama), 0), 0.0);
         let c = crate::model::random::tiny_config(crate::model::Architecture::Qwen2);
         let (h, d) = (c.hidden_size as f64, c.head_dim as f64);
         let (q, kv, i) = (c.num_heads as f64 * d, c.num_kv_heads as f64 * d, c.intermediate_size as f64);

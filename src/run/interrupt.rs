@@ -33,11 +33,6 @@ impl Interrupt {
         Ok(flag)
     }
 
-    /// Raise the flag as if `signal` had arrived (tests, and faces such as Python that see signals themselves).
-    pub fn raise(&self, signal: i32) {
-        self.0.store(signal.max(1) as usize, Ordering::SeqCst);
-    }
-
     /// The signal received, if any.
     pub fn signal(&self) -> Option<i32> {
         match self.0.load(Ordering::SeqCst) {

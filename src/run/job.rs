@@ -262,8 +262,9 @@ pub fn score_pool_on(
         got_last: groups.is_empty(),
         out: Vec::new(),
         seen: Seen::default(),
-        resumed: Seen::default(),
         chunks: 0,
+        chunks_resumed: 0,
+        tokens_resumed: 0,
         records_total: groups.iter().map(|&(_, a, b)| b - a).sum(),
         p: Progress {
             trajectories_done: 0,
@@ -304,8 +305,8 @@ pub fn score_pool_on(
         candidates: co.out,
         tokens_forward: co.seen.tokens,
         tokens_scored: co.seen.n_scored,
-        tokens_resumed: co.resumed.tokens,
-        chunks_resumed: co.resumed.records,
+        tokens_resumed: co.tokens_resumed,
+        chunks_resumed: co.chunks_resumed,
         chunks: co.chunks,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -358,10 +359,10 @@ struct Coordinator<'a, 'j> {
     got_last: bool,
     out: Vec<Indexed>,
     seen: Seen,
-    /// What was read back from the journal (of `seen`): `records` counts chunks here.
-    resumed: Seen,
-    /// Chunks finished.
+    /// Chunks finished, and of them (and of `seen.tokens`) what was read back from the journal.
     chunks: usize,
+    chunks_resumed: usize,
+    tokens_resumed: usize,
     records_total: usize,
     p: Progress,
     t0: Instant,
@@ -490,8 +491,8 @@ impl Coordinator<'_, '_> {
             Some(items) => {
                 self.p.trajectories_done += c.ready.len();
                 self.p.tokens_done += c.tokens;
-                self.resumed.records += 1;
-                self.resumed.tokens += c.tokens;
+                self.chunks_resumed += 1;
+                self.tokens_resumed += c.tokens;
                 items
             }
             None => {

@@ -129,7 +129,7 @@ impl Plan<'_> {
                     let p = done.next().expect("one prepared record per record of the window");
                     let len = p.ready().map_or(0, |t| t.score_to);
                     tokens += len;
-                    flops += if len > 0 { self.chunk.flops(len) } else { 0.0 };
+                    flops += self.chunk.flops(len);
                     idx.push(i);
                     prepared.push(p);
                 }
