@@ -53,6 +53,10 @@ pub struct Args {
     /// the same packed batch of --lengths/--tokens (one JSON line or table row per kernel). No weights are made.
     #[arg(long, conflicts_with_all = ["ids_file", "topk_brier"])]
     pub attention_only: bool,
+    /// Time the CPU backward pass of `lark gstar` instead (one f32 gradient of every parameter per sequence,
+    /// every position after the first in the loss): seconds per pass and per token, and the peak resident memory.
+    #[arg(long, conflicts_with_all = ["attention_only", "topk_brier"])]
+    pub backward: bool,
 }
 
 fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
@@ -132,6 +136,9 @@ pub fn run(a: Args) -> Result<()> {
             return Err(LarkError::input("lark bench", "pass --model DIR or --preset NAME --random-weights"))
         }
     };
+    if a.backward {
+        return run_backward(&a, &model);
+    }
     let (mut backend, desc) = open_backend(&model, &a.device, a.precision)?;
     let ceiling = backend.gemm_ceiling_tflops()?;
     let seqs = sequences(&a, model.config.vocab_size)?;
@@ -193,6 +200,55 @@ pub fn run(a: Args) -> Result<()> {
         println!("trajectory   {:.4} s each", median / seqs.len() as f64);
         if let Some(p) = peak {
             println!("peak memory  {:.2} GiB", p as f64 / (1u64 << 30) as f64);
+        }
+    }
+    Ok(())
+}
+
+/// `--backward`: the f32 CPU backward pass (`grad::Student::loss_and_grad`) over the benchmark's sequences,
+/// one at a time, as `lark gstar` runs it.
+fn run_backward(a: &Args, model: &Model) -> Result<()> {
+    if !matches!(a.device, DeviceChoice::Auto | DeviceChoice::Cpu) {
+        return Err(LarkError::input("--device", "--backward runs on the CPU only (there is no GPU backward pass)"));
+    }
+    let student = crate::grad::Student::<f32>::from_model(model)?;
+    let mut grad = student.zeros();
+    let seqs = sequences(a, model.config.vocab_size)?;
+    let run_once = |grad: &mut crate::grad::Tensors<f32>| -> Result<f64> {
+        let t0 = Instant::now();
+        for s in &seqs {
+            std::hint::black_box(student.loss_and_grad(SeqRequest { ids: s, score_from: 1 }, grad)?);
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    run_once(&mut grad)?; // warm-up
+    let mut times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run_once(&mut grad)).collect::<Result<_>>()?;
+    times.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let median = times[times.len() / 2];
+    let tokens: usize = seqs.iter().map(|s| s.len()).sum();
+    let flops: f64 = seqs.iter().map(|s| forward_flops(&model.config, s.len())).sum();
+    let peak = super::gstar::peak_rss_bytes();
+    let model_name = model_name(a);
+    let desc = format!("cpu ({} threads), f32 backward", rayon::current_num_threads());
+    let v = serde_json::json!({
+        "model": model_name, "device": desc, "mode": "backward", "sequences": seqs.len(), "tokens": tokens,
+        "lengths": if a.ids_file.is_some() { "ids-file".to_string() } else { a.lengths.clone() },
+        "median_s": median, "times_s": times, "tokens_per_s": tokens as f64 / median,
+        "s_per_backward_pass": median / seqs.len() as f64,
+        "forward_equivalent_tflops": flops / median / 1e12,
+        "parameters": student.parameter_count(), "peak_rss_bytes": peak,
+    });
+    if a.json {
+        println!("{v}");
+    } else {
+        println!("model        {model_name}");
+        println!("device       {desc}");
+        println!("sequences    {} ({tokens} tokens)", seqs.len());
+        println!("median       {median:.4} s over {} runs", times.len());
+        println!("throughput   {:.0} tokens/s (forward + backward)", tokens as f64 / median);
+        println!("pass         {:.4} s per sequence", median / seqs.len() as f64);
+        if let Some(p) = peak {
+            println!("peak memory  {:.2} GiB resident", p as f64 / (1u64 << 30) as f64);
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use crate::export::{write_atomic, write_jsonl};
 use crate::grad::gstar::{gstar_pool, GstarOptions};
 use crate::io::{read_pool, PoolFormat, ReadOptions};
 use crate::model::Model;
+use crate::report::{write_gstar_report, GSTAR_FILE};
 use crate::text::{SpanMode, TextPipeline};
 use serde_json::json;
 use std::io::Write;
@@ -20,7 +21,7 @@ pub struct Args {
     /// Candidate pool: a LARK JSONL file or an RSR_data directory.
     #[arg(long)]
     pub pool: PathBuf,
-    /// Output directory: gstar.jsonl and gstar_summary.json.
+    /// Output directory: gstar.jsonl, gstar_summary.json and report.html (the Fig. 6 panels).
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value = "auto")]
@@ -64,7 +65,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     })?;
     std::fs::create_dir_all(&a.out).map_err(|e| LarkError::io(&a.out, e))?;
-    write_jsonl(a.out.join("gstar.jsonl"), &res.rows)?;
+    write_jsonl(a.out.join(GSTAR_FILE), &res.rows)?;
     let scored = res.rows.iter().filter(|r| r.skipped.is_none()).count();
     let back_s: f64 = res.costs.iter().map(|c| c.seconds).sum();
     let passes: usize = res.costs.iter().map(|c| c.backward_passes).sum();
@@ -105,6 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
         f.write_all(text.as_bytes()).map_err(|e| f.err(e))
     })?;
+    write_gstar_report(&a.out.join("report.html"), &res.rows)?;
     let r = |b: usize| d.recall.get(b - 1).and_then(|p| p.recall.zip(p.random));
     let fmt = |x: Option<(f64, f64)>| x.map_or("n/a".into(), |(r, b)| format!("{r:.3} (random {b:.3})"));
     eprintln!(

@@ -41,9 +41,8 @@ pub enum Command {
     Merge(merge::Args),
     /// Write a run's scores and selection as one self-contained HTML page with plots.
     Report(report::Args),
-    /// The exact directional derivative g* (backward passes on the CPU) beside ĝ, and the paper's Fig. 6 checks.
-    /// Hidden until it has been run end to end and tested (issue 16): the backward pass is checked, the command not.
-    #[command(hide = true)]
+    /// The exact directional derivative g* (backward passes on the CPU) beside ĝ, and the paper's Fig. 6 checks:
+    /// gstar.jsonl, gstar_summary.json, report.html.
     Gstar(gstar::Args),
     /// Scoring throughput on synthetic or given sequences (tokens/s, TFLOP/s, peak memory).
     Bench(bench::Args),

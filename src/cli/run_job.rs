@@ -24,7 +24,7 @@ pub fn run(a: Args) -> Result<()> {
     let selections = select_rows(&r.output.rows, &a.select)?;
     let n_train = write_selection(&selections, &a.score.pool, a.score.format, &a.score.out, a.select.drop_zero_weight)?;
     if !a.no_report {
-        let input = ReportInput { rows: &r.output.rows, selections: &selections, run: Some(r.info()) };
+        let input = ReportInput { rows: &r.output.rows, selections: &selections, run: Some(r.info()), gstar: None };
         write_report(&a.score.out.join("report.html"), &input)?;
     }
     // run.json after every other file: a run killed before this point is resumed, not taken as complete.

@@ -1,15 +1,20 @@
 //! `lark select`: scores in, per-problem selection with training weights out (`selection.jsonl`, `train.jsonl`).
 
 use crate::error::{LarkError, Result};
+use crate::export::jsonl::read_jsonl;
 use crate::export::{read_scores_jsonl, selected_records, write_selection_jsonl, write_train_jsonl};
+use crate::grad::gstar::GstarRow;
 use crate::io::{PoolFormat, ReadOptions};
+use crate::score::Direction;
 use crate::score::{group_rows, ScoreRow, Scorer};
 use crate::select::{select, Selection, Weighting};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Clone)]
 pub struct SelectOpts {
-    /// The scorer to rank by (a scores.jsonl field: g_hat, rsr, grape, ...).
+    /// The scorer to rank by (a scores.jsonl field: g_hat, rsr, grape, ...; or g_star, with the gstar.jsonl of
+    /// `lark gstar` as --scores).
     #[arg(long, default_value = "g_hat")]
     pub by: String,
     /// Trajectories selected per problem.
@@ -28,7 +33,7 @@ pub struct SelectOpts {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// scores.jsonl written by `lark score`.
+    /// scores.jsonl written by `lark score` (gstar.jsonl of `lark gstar` with --by g_star).
     #[arg(long)]
     pub scores: PathBuf,
     /// The pool that was scored (for the messages of train.jsonl).
@@ -59,6 +64,36 @@ pub fn select_rows(rows: &[ScoreRow], opts: &SelectOpts) -> Result<Vec<Selection
         .collect()
 }
 
+/// The scorer name that ranks by the exact g* of `lark gstar` (a `gstar.jsonl` field, higher is better).
+pub const G_STAR: &str = "g_star";
+
+/// `--by g_star`: rank every problem's candidates by the exact g* (rows of `gstar.jsonl`, in file order; a
+/// skipped candidate's null g* ranks last and is never selected, as a skipped trajectory's ĝ).
+pub fn select_gstar_rows(rows: &[GstarRow], opts: &SelectOpts) -> Result<Vec<Selection>> {
+    let weighting = Weighting::parse(&opts.weighting, opts.temperature)?;
+    let mut order: Vec<i64> = Vec::new();
+    let mut by: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
+    for r in rows {
+        by.entry(r.problem_id)
+            .or_insert_with(|| {
+                order.push(r.problem_id);
+                Vec::new()
+            })
+            .push((r.candidate_id, r.g_star));
+    }
+    order.iter().map(|pid| select(*pid, &by[pid], G_STAR, Direction::Max, opts.budget, weighting)).collect()
+}
+
+/// Read `gstar.jsonl`, saying what is expected when `path` is something else (a scores.jsonl, say).
+pub fn read_gstar_rows(path: &Path) -> Result<Vec<GstarRow>> {
+    read_jsonl(path).map_err(|e| {
+        LarkError::input(
+            path.display().to_string(),
+            format!("--by g_star reads the gstar.jsonl that `lark gstar` writes as --scores: {e}"),
+        )
+    })
+}
+
 /// Write selection.jsonl and train.jsonl into `out`.
 pub fn write_selection(
     selections: &[Selection],
@@ -74,8 +109,11 @@ pub fn write_selection(
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let rows = read_scores_jsonl(&a.scores)?;
-    let selections = select_rows(&rows, &a.opts)?;
+    let selections = if a.opts.by == G_STAR {
+        select_gstar_rows(&read_gstar_rows(&a.scores)?, &a.opts)?
+    } else {
+        select_rows(&read_scores_jsonl(&a.scores)?, &a.opts)?
+    };
     let n = write_selection(&selections, &a.pool, a.format, &a.out, a.opts.drop_zero_weight)?;
     eprintln!(
         "lark: {} problems selected by {} ({}, B = {}); {} training lines in {}",

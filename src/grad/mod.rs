@@ -15,7 +15,15 @@
 //! values per layer, plus T×T attention scores per head while that head is differentiated), the LM head's
 //! logits in chunks of [`HEAD_CHUNK`] rows, and the gradient buffer (one value per parameter).
 //!
-//! Not supported: Qwen3's per-head q/k RMSNorm (the CPU forward of this branch has none either).
+//! **The padding row, as HF trains it.** HF's Qwen2/Qwen3/Llama models build their input embedding as
+//! `nn.Embedding(vocab, hidden, padding_idx=config.pad_token_id)`, and torch never sends gradient into the
+//! padding row through that lookup: SmolLM2, whose `pad_token_id` 2 is `<|im_end|>`, gets no input-side
+//! gradient for the end-of-turn token that every trajectory holds (its LM-head use, when tied, still counts).
+//! g* is the derivative of what fine-tuning that model does, so the gradient here does the same
+//! ([`Student::padding_idx`], read from `config.json`); without it ‖∂ℓ/∂embed‖² differs from torch's by ~4e-4
+//! on SmolLM2 (measured by tests/golden_gstar.rs).
+//!
+//! Not supported: Qwen3's per-head q/k RMSNorm and YaRN's attention factor (refused).
 
 pub mod diagnostics;
 pub mod gstar;
@@ -160,6 +168,16 @@ pub struct Student<T> {
     /// The LM head's tensor: `lm_head.weight`, or the embedding when tied.
     head: usize,
     inv_freq: Vec<f32>,
+    /// `pad_token_id` of config.json: the embedding row the input lookup sends no gradient to (see the module doc).
+    padding_idx: Option<usize>,
+}
+
+/// HF's `padding_idx` of the input embedding: `pad_token_id` of `dir/config.json` when it is an integer inside the
+/// vocabulary (absent, null or anything else: none).
+pub fn hf_padding_idx(dir: &std::path::Path, vocab: usize) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("pad_token_id")?.as_u64().map(|x| x as usize).filter(|&x| x < vocab)
 }
 
 /// One layer's saved activations for one sequence.
@@ -373,7 +391,14 @@ impl<T: Real> Student<T> {
             data.push(v.into_iter().map(|x| T::from_f64(x as f64)).collect());
         }
         let (names, shapes): (Vec<String>, Vec<Vec<usize>>) = specs.into_iter().unzip();
-        Self::from_tensors(c, names, shapes, Tensors(data))
+        let mut s = Self::from_tensors(c, names, shapes, Tensors(data))?;
+        s.padding_idx = hf_padding_idx(&model.dir, s.config.vocab_size);
+        Ok(s)
+    }
+
+    /// The embedding row that gets no gradient from the input lookup (HF's `padding_idx`), if any.
+    pub fn padding_idx(&self) -> Option<usize> {
+        self.padding_idx
     }
 
     fn from_tensors(c: ModelConfig, names: Vec<String>, shapes: Vec<Vec<usize>>, params: Tensors<T>) -> Result<Self> {
@@ -432,6 +457,7 @@ impl<T: Real> Student<T> {
             shapes,
             params,
             config: c,
+            padding_idx: None,
         })
     }
 
@@ -557,6 +583,9 @@ impl<T: Real> Student<T> {
         }
         let de = &mut grad.0[self.embed];
         for (pos, &id) in req.ids.iter().enumerate() {
+            if Some(id as usize) == self.padding_idx {
+                continue; // nn.Embedding(padding_idx): no gradient into the padding row from the lookup
+            }
             let row = &mut de[id as usize * h..(id as usize + 1) * h];
             row.iter_mut().zip(&dx[pos * h..(pos + 1) * h]).for_each(|(g, &x)| *g += x);
         }

@@ -192,3 +192,45 @@ fn rejects_bad_requests() {
     assert!(s.loss(SeqRequest { ids: &seq, score_from: 3 }).is_err());
     assert!(s.loss(SeqRequest { ids: &[1, 301], score_from: 1 }).is_err());
 }
+
+#[test]
+fn padding_row_gets_no_gradient_from_the_lookup_as_in_hf() {
+    // Untied, so the embedding's only use is the lookup: with `pad_token_id` set, the padding row's gradient is
+    // exactly 0 (nn.Embedding(padding_idx)), and every other tensor is unchanged.
+    let (dir, model) = tiny(Architecture::Llama, true);
+    let seq = ids(40, 3);
+    let pad = seq[5];
+    let req = SeqRequest { ids: &seq, score_from: 2 };
+    let plain = Student::<f64>::from_model(&model).unwrap();
+    assert_eq!(plain.padding_idx(), None, "the random model's config has no pad_token_id");
+    let path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["pad_token_id"] = serde_json::json!(pad);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let padded = Student::<f64>::from_model(&Model::open(dir.path()).unwrap()).unwrap();
+    assert_eq!(padded.padding_idx(), Some(pad as usize));
+    let (mut g0, mut g1) = (plain.zeros(), padded.zeros());
+    let l0 = plain.loss_and_grad(req, &mut g0).unwrap();
+    let l1 = padded.loss_and_grad(req, &mut g1).unwrap();
+    assert_eq!(l0, l1, "the forward pass is the same");
+    let h = model.config.hidden_size;
+    let e = plain.names().iter().position(|n| n == crate::model::EMBED).unwrap();
+    let row = |g: &Tensors<f64>, r: usize| g.0[e][r * h..(r + 1) * h].to_vec();
+    assert!(row(&g0, pad as usize).iter().any(|&x| x != 0.0));
+    assert!(row(&g1, pad as usize).iter().all(|&x| x == 0.0));
+    for r in seq.iter().filter(|&&r| r != pad) {
+        assert_eq!(row(&g0, *r as usize), row(&g1, *r as usize));
+    }
+    for (i, (a, b)) in g0.0.iter().zip(&g1.0).enumerate() {
+        if i != e {
+            assert_eq!(a, b, "{}", plain.names()[i]);
+        }
+    }
+    // An id outside the vocabulary or a non-integer is no padding row.
+    cfg["pad_token_id"] = serde_json::json!(model.config.vocab_size);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    assert_eq!(hf_padding_idx(dir.path(), model.config.vocab_size), None);
+    cfg["pad_token_id"] = serde_json::json!([1, 2]);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    assert_eq!(hf_padding_idx(dir.path(), model.config.vocab_size), None);
+}

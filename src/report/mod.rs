@@ -2,12 +2,16 @@
 //! scored and selected: (a) per problem, each candidate's score grouped by teacher, the selected ones
 //! marked with their weights (the paper's Figure 9); (b) per-teacher mean score with its spread
 //! (Figure 3c); (c) selected vs all candidates: mean gold-token probability and wrong-token concentration
-//! (Figure 4); (d) the distribution of the training weights.
+//! (Figure 4); (d) the distribution of the training weights; and (e), when the directory holds `lark gstar`'s
+//! `gstar.jsonl`, ĝ against the exact g* (Figure 6, [`gstar`]).
 
+pub mod gstar;
 pub mod svg;
 
 use crate::error::{LarkError, Result};
+use crate::export::jsonl::read_jsonl;
 use crate::export::{read_scores_jsonl, read_selection_jsonl, write_atomic};
+use crate::grad::gstar::GstarRow;
 use crate::score::{group_rows, ScoreRow, Scorer};
 use crate::select::Selection;
 use std::collections::{BTreeMap, HashMap};
@@ -29,11 +33,20 @@ pub struct ReportInput<'a> {
     pub selections: &'a [Selection],
     /// `run.json`, when there is one.
     pub run: Option<&'a serde_json::Value>,
+    /// `gstar.jsonl` of `lark gstar`, when there is one (section (e)).
+    pub gstar: Option<&'a [GstarRow]>,
 }
 
-/// Read a run directory (scores.jsonl; selection.jsonl and run.json when present) and write the report.
+/// Read a run directory (scores.jsonl; selection.jsonl, run.json and gstar.jsonl when present) and write the
+/// report. A directory of `lark gstar` alone (gstar.jsonl, no scores.jsonl) gets a page with section (e) only.
 pub fn write_report_for_dir(run_dir: &Path, out: &Path) -> Result<()> {
-    let rows = read_scores_jsonl(&run_dir.join("scores.jsonl"))?;
+    let gstar_path = run_dir.join(GSTAR_FILE);
+    let gstar_rows: Option<Vec<GstarRow>> = if gstar_path.exists() { Some(read_jsonl(&gstar_path)?) } else { None };
+    let scores_path = run_dir.join("scores.jsonl");
+    if let (false, Some(g)) = (scores_path.exists(), &gstar_rows) {
+        return write_gstar_report(out, g);
+    }
+    let rows = read_scores_jsonl(&scores_path)?;
     let sel_path = run_dir.join("selection.jsonl");
     let selections = if sel_path.exists() { read_selection_jsonl(&sel_path)? } else { Vec::new() };
     let run_path = run_dir.join("run.json");
@@ -44,7 +57,19 @@ pub fn write_report_for_dir(run_dir: &Path, out: &Path) -> Result<()> {
         ),
         Err(_) => None,
     };
-    write_report(out, &ReportInput { rows: &rows, selections: &selections, run: run.as_ref() })
+    let input = ReportInput { rows: &rows, selections: &selections, run: run.as_ref(), gstar: gstar_rows.as_deref() };
+    write_report(out, &input)
+}
+
+/// The file `lark gstar` writes its per-candidate rows to.
+pub const GSTAR_FILE: &str = "gstar.jsonl";
+
+/// A page with the g* section alone (what `lark gstar` writes beside gstar.jsonl).
+pub fn write_gstar_report(path: &Path, rows: &[GstarRow]) -> Result<()> {
+    let mut h = head();
+    gstar::section(&mut h, rows);
+    h.push_str("</body></html>\n");
+    write_atomic(path, |w| w.write_all(h.as_bytes()).map_err(|e| w.err(e)))
 }
 
 /// Write the report to `path` (atomically).
@@ -61,6 +86,24 @@ fn mean_sd(xs: &[f64]) -> (f64, f64, usize) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
     let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64;
     (m, var.sqrt(), v.len())
+}
+
+/// The page's head and title, the same for the run page and the g*-only page.
+fn head() -> String {
+    let mut h = String::new();
+    h.push_str(concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<title>lark report</title><style>",
+        "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fff}",
+        "h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}",
+        ".grid{display:flex;flex-wrap:wrap;gap:10px}.panel{border:1px solid #eee;padding:4px}",
+        ".tick{font-size:9px;fill:#555}.lbl{font-size:10px;fill:#333}.ttl{font-size:11px;font-weight:600}",
+        "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}",
+        "td:first-child,th:first-child{text-align:left}.legend span{margin-right:14px}",
+        "</style></head><body>\n<h1>lark report</h1>\n"
+    ));
+    h
 }
 
 /// The whole page.
@@ -81,19 +124,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
         .flat_map(|s| s.selected.iter().map(move |c| ((s.problem_id, c.candidate_id), c.weight)))
         .collect();
 
-    let mut h = String::new();
-    h.push_str(concat!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<title>lark report</title><style>",
-        "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fff}",
-        "h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}",
-        ".grid{display:flex;flex-wrap:wrap;gap:10px}.panel{border:1px solid #eee;padding:4px}",
-        ".tick{font-size:9px;fill:#555}.lbl{font-size:10px;fill:#333}.ttl{font-size:11px;font-weight:600}",
-        "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}",
-        "td:first-child,th:first-child{text-align:left}.legend span{margin-right:14px}",
-        "</style></head><body>\n<h1>lark report</h1>\n"
-    ));
+    let mut h = head();
     summary(&mut h, input, &by);
     let _ = write!(h, "<p class=\"legend\">");
     for t in &teachers {
@@ -109,6 +140,9 @@ pub fn render(input: &ReportInput<'_>) -> String {
     per_teacher(&mut h, input, scorer, &teachers, &color);
     selected_vs_all(&mut h, input, &weights);
     weight_hist(&mut h, input);
+    if let Some(g) = input.gstar {
+        gstar::section(&mut h, g);
+    }
     h.push_str("</body></html>\n");
     h
 }
