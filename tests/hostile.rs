@@ -941,3 +941,24 @@ fn qwen3_scores_on_the_cpu_and_waits_for_an_opt_in_on_the_gpu() {
 }
 
 const UNMEASURED: &str = "LARK_UNMEASURED_KERNELS";
+
+#[test]
+fn gstar_refuses_what_it_cannot_differentiate_and_select_by_g_star_needs_its_rows() {
+    // A Qwen3 student (q/k norm, YaRN): no backward pass for those yet, so no gradient is invented. Refused before
+    // anything is written.
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    write_qwen3_student(&m);
+    let pool = dir.path().join("pool.jsonl");
+    std::fs::write(&pool, small_pool(4)).unwrap();
+    let out = dir.path().join("g");
+    let o = lark(&["gstar", "--model", s(&m), "--pool", s(&pool), "--out", s(&out)]);
+    assert_refused(&o, &["gradients of Qwen3's per-head q/k RMSNorm", "lark gstar"], None);
+    assert!(!out.exists(), "lark gstar wrote {} after refusing", out.display());
+    // `--by g_star` over a scores.jsonl (not the gstar.jsonl of `lark gstar`): said plainly, nothing written.
+    let scores = dir.path().join("scores.jsonl");
+    std::fs::write(&scores, "{\"problem_id\": 0, \"candidate_id\": 0, \"teacher\": \"t\", \"L\": 1.0}\n").unwrap();
+    let sel = dir.path().join("sel");
+    let o = lark(&["select", "--scores", s(&scores), "--pool", s(&pool), "--out", s(&sel), "--by", "g_star"]);
+    assert_refused(&o, &["scores.jsonl", "gstar.jsonl that `lark gstar` writes", "line 1"], Some(&sel));
+}
