@@ -57,6 +57,10 @@ pub struct Args {
     /// every position after the first in the loss): seconds per pass and per token, and the peak resident memory.
     #[arg(long, conflicts_with_all = ["attention_only", "topk_brier"])]
     pub backward: bool,
+    /// CPU: also time every kind of operation of the forward pass over the timed runs (GEMM groups, attention,
+    /// norms/RoPE/elementwise, LM head, vocabulary pass): seconds, share of the run and GFLOP/s of each GEMM group.
+    #[arg(long, conflicts_with_all = ["attention_only", "backward"])]
+    pub profile: bool,
 }
 
 fn sequences(a: &Args, vocab: usize) -> Result<Vec<Vec<u32>>> {
@@ -160,7 +164,19 @@ pub fn run(a: Args) -> Result<()> {
         Ok(t0.elapsed().as_secs_f64())
     };
     run_once(&mut backend)?; // warm-up
+    if a.profile {
+        if ceiling.is_some() {
+            return Err(LarkError::input("--profile", "profiles the CPU backend only: pass --device cpu"));
+        }
+        crate::backend::cpu::profile::enable(true);
+    }
     let mut times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run_once(&mut backend)).collect::<Result<_>>()?;
+    let profile = a.profile.then(|| {
+        let p = crate::backend::cpu::profile::snapshot();
+        crate::backend::cpu::profile::enable(false);
+        let total: f64 = times.iter().sum();
+        op_profile(&p, total, times.len(), &model.config, &seqs)
+    });
     times.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let median = times[times.len() / 2];
     let tok_s = tokens as f64 / median;
@@ -181,6 +197,7 @@ pub fn run(a: Args) -> Result<()> {
         "attention_kernel": ceiling.and_then(|_| {
             cuda::attention::AttentionKernel::for_args(model.config.head_dim, a.precision).ok().map(|k| k.entry_point())
         }),
+        "profile": profile,
     });
     if a.json {
         println!("{v}");
@@ -201,8 +218,64 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(p) = peak {
             println!("peak memory  {:.2} GiB", p as f64 / (1u64 << 30) as f64);
         }
+        if let Some(serde_json::Value::Array(ops)) = &profile {
+            println!("profile      per run (median run {median:.4} s; shares of the mean run):");
+            for o in ops {
+                let gf = o["gflops_per_s"].as_f64().map(|g| format!("  {g:.1} GFLOP/s")).unwrap_or_default();
+                println!(
+                    "  {:<24} {:>9.4} s  {:>5.1}%{gf}",
+                    o["op"].as_str().unwrap_or(""),
+                    o["s_per_run"].as_f64().unwrap_or(0.0),
+                    100.0 * o["share"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// The per-op profile as JSON: seconds per run, share of the mean run's wall time and, for the GEMM groups,
+/// their FLOP rate (2·m·n·k per product; the LM head over the scored rows). `other` is the run minus the timed
+/// ops: scheduling, packing, validation.
+fn op_profile(
+    p: &[(crate::backend::cpu::profile::Op, f64)],
+    total_s: f64,
+    runs: usize,
+    c: &ModelConfig,
+    seqs: &[Vec<u32>],
+) -> serde_json::Value {
+    use crate::backend::cpu::profile::Op;
+    let t: f64 = seqs.iter().map(|s| s.len() as f64).sum();
+    let scored: f64 = seqs.iter().map(|s| (s.len() - 1) as f64).sum();
+    let (h, l) = (c.hidden_size as f64, c.num_layers as f64);
+    let (qw, kvw) = ((c.num_heads * c.head_dim) as f64, (c.num_kv_heads * c.head_dim) as f64);
+    let inter = c.intermediate_size as f64;
+    let flops = |op: Op| -> Option<f64> {
+        Some(match op {
+            Op::QkvGemm => 2.0 * t * h * (qw + 2.0 * kvw) * l,
+            Op::OGemm => 2.0 * t * qw * h * l,
+            Op::GateUpGemm => 2.0 * t * h * 2.0 * inter * l,
+            Op::DownGemm => 2.0 * t * inter * h * l,
+            Op::HeadGemm => 2.0 * scored * h * c.vocab_size as f64,
+            _ => return None,
+        })
+    };
+    let runs = runs.max(1) as f64;
+    let mean = total_s / runs;
+    let mut rows: Vec<serde_json::Value> = p
+        .iter()
+        .map(|&(op, s)| {
+            let per = s / runs;
+            serde_json::json!({
+                "op": op.name(), "s_per_run": per, "share": per / mean,
+                "gflops_per_s": flops(op).filter(|_| per > 0.0).map(|f| f / per / 1e9),
+            })
+        })
+        .collect();
+    let timed: f64 = p.iter().map(|(_, s)| s).sum::<f64>() / runs;
+    rows.push(serde_json::json!({"op": "other", "s_per_run": mean - timed,
+        "share": (mean - timed) / mean, "gflops_per_s": null}));
+    serde_json::Value::Array(rows)
 }
 
 /// `--backward`: the f32 CPU backward pass (`grad::Student::loss_and_grad`) over the benchmark's sequences,

@@ -3,11 +3,13 @@
 //! residual → RMSNorm → SwiGLU MLP → residual) → RMSNorm → LM head on scored positions only → statistics.
 
 pub mod ops;
+pub mod profile;
 
 use super::{Backend, SeqRequest};
 use crate::error::{LarkError, Result};
 use crate::model::{LayerNames, Model, ModelConfig, EMBED, FINAL_NORM};
 use crate::stats::{vocab_stats_row, StatsOptions, TokenStats};
+use profile::{time, Op};
 use rayon::prelude::*;
 
 /// Rows of logits held at once by the LM-head pass: bounds memory at `LOGIT_CHUNK × vocab` floats.
@@ -116,7 +118,7 @@ impl CpuBackend {
         let inter = c.intermediate_size;
 
         let mut x = vec![0f32; t * h];
-        ops::embed(&self.embed, h, ids, &mut x);
+        time(Op::Elementwise, || ops::embed(&self.embed, h, ids, &mut x));
         let mut normed = vec![0f32; t * h];
         let mut qkv = vec![0f32; t * qkv_w];
         let (mut qs, mut ks, mut vs) = (vec![0f32; t * qw], vec![0f32; t * kvw], vec![0f32; t * kvw]);
@@ -128,49 +130,56 @@ impl CpuBackend {
 
         for layer in &self.layers {
             // Attention block.
-            ops::rms_norm(&x, &layer.input_norm, eps, &mut normed);
-            ops::matmul_bt(&normed, t, h, &layer.qkv, qkv_w, &mut qkv);
-            if let Some(b) = &layer.qkv_bias {
-                ops::add_bias(&mut qkv, b);
-            }
-            for (i, row) in qkv.chunks(qkv_w).enumerate() {
-                qs[i * qw..(i + 1) * qw].copy_from_slice(&row[..qw]);
-                ks[i * kvw..(i + 1) * kvw].copy_from_slice(&row[qw..qw + kvw]);
-                vs[i * kvw..(i + 1) * kvw].copy_from_slice(&row[qw + kvw..]);
-            }
-            if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                // Each head's d values are one row of the norm (the weight is [head_dim]).
-                ops::rms_norm_inplace(&mut qs, q_norm, eps);
-                ops::rms_norm_inplace(&mut ks, k_norm, eps);
-            }
-            let af = self.rope_attention_factor;
-            ops::rope_scaled_inplace(&mut qs, &positions, nh, d, &self.inv_freq, af);
-            ops::rope_scaled_inplace(&mut ks, &positions, nkv, d, &self.inv_freq, af);
-            ops::attention_causal(&qs, &ks, &vs, cu_seqlens, nh, nkv, d, &mut attn);
-            ops::matmul_bt(&attn, t, qw, &layer.o, h, &mut delta);
-            if let Some(b) = &layer.o_bias {
-                ops::add_bias(&mut delta, b);
-            }
-            ops::add_inplace(&mut x, &delta);
-
-            // MLP block.
-            ops::rms_norm(&x, &layer.post_norm, eps, &mut normed);
-            ops::matmul_bt(&normed, t, h, &layer.gate_up, 2 * inter, &mut gate_up);
-            if let Some(b) = &layer.gate_up_bias {
-                ops::add_bias(&mut gate_up, b);
-            }
-            for (i, row) in gate_up.chunks(2 * inter).enumerate() {
-                gate[i * inter..(i + 1) * inter].copy_from_slice(&row[..inter]);
-                up[i * inter..(i + 1) * inter].copy_from_slice(&row[inter..]);
-            }
-            ops::silu_mul(&gate, &up, &mut act);
-            ops::matmul_bt(&act, t, inter, &layer.down, h, &mut delta);
-            if let Some(b) = &layer.down_bias {
-                ops::add_bias(&mut delta, b);
-            }
-            ops::add_inplace(&mut x, &delta);
+            time(Op::Elementwise, || ops::rms_norm(&x, &layer.input_norm, eps, &mut normed));
+            time(Op::QkvGemm, || ops::matmul_bt(&normed, t, h, &layer.qkv, qkv_w, &mut qkv));
+            time(Op::Elementwise, || {
+                if let Some(b) = &layer.qkv_bias {
+                    ops::add_bias(&mut qkv, b);
+                }
+                for (i, row) in qkv.chunks(qkv_w).enumerate() {
+                    qs[i * qw..(i + 1) * qw].copy_from_slice(&row[..qw]);
+                    ks[i * kvw..(i + 1) * kvw].copy_from_slice(&row[qw..qw + kvw]);
+                    vs[i * kvw..(i + 1) * kvw].copy_from_slice(&row[qw + kvw..]);
+                }
+                if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                    // Each head's d values are one row of the norm (the weight is [head_dim]).
+                    ops::rms_norm_inplace(&mut qs, q_norm, eps);
+                    ops::rms_norm_inplace(&mut ks, k_norm, eps);
+                }
+                let af = self.rope_attention_factor;
+                ops::rope_scaled_inplace(&mut qs, &positions, nh, d, &self.inv_freq, af);
+                ops::rope_scaled_inplace(&mut ks, &positions, nkv, d, &self.inv_freq, af);
+            });
+            time(Op::Attention, || ops::attention_causal(&qs, &ks, &vs, cu_seqlens, nh, nkv, d, &mut attn));
+            time(Op::OGemm, || ops::matmul_bt(&attn, t, qw, &layer.o, h, &mut delta));
+            time(Op::Elementwise, || {
+                if let Some(b) = &layer.o_bias {
+                    ops::add_bias(&mut delta, b);
+                }
+                ops::add_inplace(&mut x, &delta);
+                // MLP block.
+                ops::rms_norm(&x, &layer.post_norm, eps, &mut normed);
+            });
+            time(Op::GateUpGemm, || ops::matmul_bt(&normed, t, h, &layer.gate_up, 2 * inter, &mut gate_up));
+            time(Op::Elementwise, || {
+                if let Some(b) = &layer.gate_up_bias {
+                    ops::add_bias(&mut gate_up, b);
+                }
+                for (i, row) in gate_up.chunks(2 * inter).enumerate() {
+                    gate[i * inter..(i + 1) * inter].copy_from_slice(&row[..inter]);
+                    up[i * inter..(i + 1) * inter].copy_from_slice(&row[inter..]);
+                }
+                ops::silu_mul(&gate, &up, &mut act);
+            });
+            time(Op::DownGemm, || ops::matmul_bt(&act, t, inter, &layer.down, h, &mut delta));
+            time(Op::Elementwise, || {
+                if let Some(b) = &layer.down_bias {
+                    ops::add_bias(&mut delta, b);
+                }
+                ops::add_inplace(&mut x, &delta);
+            });
         }
-        ops::rms_norm(&x, &self.final_norm, eps, &mut normed);
+        time(Op::Elementwise, || ops::rms_norm(&x, &self.final_norm, eps, &mut normed));
         normed
     }
 
@@ -184,12 +193,14 @@ impl CpuBackend {
         let mut logits = vec![0f32; LOGIT_CHUNK * v];
         for (rows, golds) in hidden.chunks(LOGIT_CHUNK * h).zip(gold.chunks(LOGIT_CHUNK)) {
             let m = golds.len();
-            ops::matmul_bt(rows, m, h, head, v, &mut logits[..m * v]);
-            let stats: Vec<TokenStats> = logits[..m * v]
-                .par_chunks(v)
-                .zip(golds.par_iter())
-                .map(|(row, &g)| vocab_stats_row(row, g, opts))
-                .collect();
+            time(Op::HeadGemm, || ops::matmul_bt(rows, m, h, head, v, &mut logits[..m * v]));
+            let stats: Vec<TokenStats> = time(Op::VocabPass, || {
+                logits[..m * v]
+                    .par_chunks(v)
+                    .zip(golds.par_iter())
+                    .map(|(row, &g)| vocab_stats_row(row, g, opts))
+                    .collect()
+            });
             out.extend(stats);
         }
         out
