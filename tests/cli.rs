@@ -244,3 +244,48 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     assert!(err.to_lowercase().contains("cuda"), "{err}");
     assert!(!out.path().join("run.json").exists());
 }
+
+#[test]
+fn bench_profile_and_backward_report_what_they_measured() {
+    let model = student();
+    let m = model.path().to_str().unwrap();
+    let common =
+        ["--model", m, "--device", "cpu", "--lengths", "fixed:40", "--tokens", "80", "--repeats", "1", "--json"];
+    let o = lark(&[&["bench", "--profile"][..], &common[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ops = v["profile"].as_array().expect("a profile");
+    let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    for n in [
+        "qkv_gemm",
+        "attention",
+        "o_gemm",
+        "gate_up_gemm",
+        "down_gemm",
+        "norms_rope_elementwise",
+        "lm_head_gemm",
+        "vocab_pass",
+        "other",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    // The timed ops and `other` make up the mean run (one run here, so the median).
+    let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "shares sum to {share}");
+    assert!(ops.iter().filter(|o| o["op"] != "other").all(|o| o["s_per_run"].as_f64().unwrap() > 0.0));
+    assert!(ops.iter().find(|o| o["op"] == "qkv_gemm").unwrap()["gflops_per_s"].as_f64().unwrap() > 0.0);
+    // Without --profile there is none (and nothing was timed per op).
+    let o = lark(&[&["bench"][..], &common[..]].concat());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["profile"].is_null());
+
+    let o = lark(&[&["bench", "--backward"][..], &common[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["mode"], "backward");
+    assert_eq!(v["sequences"], 2);
+    assert!(v["s_per_backward_pass"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
+    let o = lark(&["bench", "--backward", "--model", m, "--device", "cuda"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--backward runs on the CPU only"));
+}
