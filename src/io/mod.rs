@@ -5,7 +5,7 @@ mod jsonl;
 pub mod pool;
 pub mod record;
 mod rsr_dir;
-mod validate;
+pub mod validate;
 
 pub use pool::{read_pool, visit_pool, Pool, PoolFormat, ReadOptions, VisitSummary};
 pub use record::{Invalid, Message, Origin, Record, Reject};

@@ -21,6 +21,9 @@ pub enum PoolFormat {
     LarkJsonl,
     /// `<root>/<teacher>/<name>_gen<N>.json` lists (the RSR authors' released pool).
     RsrDir,
+    /// JSONL whose every record is ShareGPT-shaped (`conversations: [{from, value}]`); `LarkJsonl` also takes
+    /// such records, detected per record (no `messages`, a `conversations` list).
+    ShareGpt,
 }
 
 impl PoolFormat {
@@ -29,6 +32,7 @@ impl PoolFormat {
             PoolFormat::Auto => "auto",
             PoolFormat::LarkJsonl => "lark-jsonl",
             PoolFormat::RsrDir => "rsr-dir",
+            PoolFormat::ShareGpt => "sharegpt",
         }
     }
     /// `Auto` resolved against what `path` is.
@@ -50,7 +54,11 @@ impl FromStr for PoolFormat {
             "auto" => Ok(PoolFormat::Auto),
             "lark-jsonl" | "jsonl" => Ok(PoolFormat::LarkJsonl),
             "rsr-dir" | "rsr" => Ok(PoolFormat::RsrDir),
-            _ => Err(LarkError::input("--format", format!("unknown pool format {s:?} (auto, lark-jsonl, rsr-dir)"))),
+            "sharegpt" => Ok(PoolFormat::ShareGpt),
+            _ => Err(LarkError::input(
+                "--format",
+                format!("unknown pool format {s:?} (auto, lark-jsonl, rsr-dir, sharegpt)"),
+            )),
         }
     }
 }
@@ -84,7 +92,8 @@ pub fn visit_pool(path: &Path, opts: &ReadOptions, f: impl FnMut(Record) -> Resu
     let format = opts.format.resolve(path)?;
     let mut sink = Sink::new(opts.skip_invalid, f);
     match format {
-        PoolFormat::LarkJsonl => jsonl::read(path, &mut sink)?,
+        PoolFormat::LarkJsonl => jsonl::read(path, false, &mut sink)?,
+        PoolFormat::ShareGpt => jsonl::read(path, true, &mut sink)?,
         PoolFormat::RsrDir => rsr_dir::read(path, &mut sink)?,
         PoolFormat::Auto => unreachable!("resolved above"),
     }

@@ -39,15 +39,26 @@ pub struct Record {
     pub problem_id: i64,
     pub candidate_id: i64,
     pub teacher: String,
-    /// Non-empty; the last message has role "assistant" (checked by the readers).
+    /// Non-empty; the last message has role "assistant" (checked by the readers, which drop later messages).
     pub messages: Vec<Message>,
+    /// The record-level `tools` list handed to the chat template (`apply_chat_template(tools=...)`).
+    pub tools: Option<Vec<serde_json::Value>>,
     pub origin: Origin,
 }
 
 impl Record {
     /// The teacher's answer: the content of the final (assistant) message.
     pub fn assistant_content(&self) -> &str {
-        self.messages.last().map(|m| m.content.as_str()).unwrap_or("")
+        self.messages.last().map(|m| m.text()).unwrap_or("")
+    }
+    /// The contents of the assistant turns `turns` scores (all of them, or the last), joined by a blank line:
+    /// the text the text-only baselines (length, rule quality) read.
+    pub fn scored_text(&self, turns: crate::text::Turns) -> std::borrow::Cow<'_, str> {
+        let asst: Vec<&str> = self.messages.iter().filter(|m| m.is_assistant()).map(|m| m.text()).collect();
+        match (turns, asst.len()) {
+            (crate::text::Turns::Last, _) | (_, 0 | 1) => self.assistant_content().into(),
+            (crate::text::Turns::All, _) => asst.join("\n\n").into(),
+        }
     }
     /// Everything before the final assistant turn (the prompt the student is conditioned on).
     pub fn prompt_messages(&self) -> &[Message] {

@@ -15,7 +15,7 @@
 
 use super::pool::Sink;
 use super::record::{Invalid, Origin, Record};
-use super::validate::{as_object, messages_field, type_name};
+use super::validate::{as_object, conversation_field, tools_field, type_name};
 use crate::error::{LarkError, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -143,20 +143,24 @@ fn element<F: FnMut(Record) -> Result<()>>(
     sink: &mut Sink<F>,
 ) -> Result<()> {
     match parse_element(v, origin.index.unwrap_or(0)) {
-        Ok((problem_id, messages)) => sink.record(Record {
+        Ok((problem_id, messages, tools)) => sink.record(Record {
             problem_id,
             candidate_id,
             teacher: teacher.to_string(),
             messages,
+            tools,
             origin: origin.clone(),
         }),
         Err(inv) => sink.invalid(origin, inv),
     }
 }
 
-fn parse_element(v: &Value, index: usize) -> std::result::Result<(i64, Vec<super::Message>), Invalid> {
+type Element = (i64, Vec<super::Message>, Option<Vec<Value>>);
+
+fn parse_element(v: &Value, index: usize) -> std::result::Result<Element, Invalid> {
     let obj = as_object(v)?;
-    let messages = messages_field(obj)?;
+    let messages = conversation_field(obj, false)?;
+    let tools = tools_field(obj)?;
     let key = if obj.contains_key("id") { "id" } else { "_id" };
     let problem_id = match obj.get(key) {
         None => index as i64,
@@ -169,7 +173,7 @@ fn parse_element(v: &Value, index: usize) -> std::result::Result<(i64, Vec<super
             ))
         }
     };
-    Ok((problem_id, messages))
+    Ok((problem_id, messages, tools))
 }
 
 /// The 1-based line on which each element of a top-level JSON list starts, found by a scan that tracks

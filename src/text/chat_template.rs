@@ -220,12 +220,24 @@ impl ChatTemplate {
 
     /// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// `tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=...)`; `None`
+    /// renders `tools` as none; an empty list stays an empty list (as HF passes it: Llama 3.1's template tells
+    /// the two apart).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[Json]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
         for (k, v) in &self.special_tokens {
             ctx.insert(k.as_str(), Value::from(v.as_str()));
         }
         ctx.insert("messages", Value::from_serialize(messages));
-        ctx.insert("tools", Value::from(()));
+        ctx.insert("tools", tools.map_or(Value::from(()), Value::from_serialize));
         ctx.insert("documents", Value::from(()));
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(|e| LarkError::Other(e.to_string()))?;
