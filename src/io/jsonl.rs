@@ -38,7 +38,7 @@ pub(super) fn read<F: FnMut(Record) -> Result<()>>(path: &Path, sharegpt: bool, 
         if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
             // Skip the rest of the line without buffering it, so that --skip-invalid can go on after it.
             reader.skip_until(b'\n').map_err(|e| LarkError::io(path, e))?;
-            let origin = Origin { file: shared.clone(), line: Some(line_no), index: None };
+            let origin = Origin { file: shared.clone(), line: Some(line_no), index: None, row: None };
             let why = format!("line longer than {} MiB: not read (no trajectory is that large)", MAX_LINE_BYTES >> 20);
             sink.invalid(&origin, Invalid::new("(record)", why))?;
             continue;
@@ -50,7 +50,7 @@ pub(super) fn read<F: FnMut(Record) -> Result<()>>(path: &Path, sharegpt: bool, 
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let origin = Origin { file: shared.clone(), line: Some(line_no), index: None };
+        let origin = Origin { file: shared.clone(), line: Some(line_no), index: None, row: None };
         match parse_line(bytes, &origin, sharegpt) {
             Ok(r) => sink.record(r)?,
             Err(inv) => sink.invalid(&origin, inv)?,

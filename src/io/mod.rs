@@ -2,6 +2,7 @@
 //! record with errors that name the file, line and field (or collected as rejects under `--skip-invalid`).
 
 mod jsonl;
+pub mod parquet;
 pub mod pool;
 pub mod record;
 mod rsr_dir;

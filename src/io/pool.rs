@@ -6,7 +6,7 @@
 //! Problems are ordered by first appearance; records within a problem keep their reading order.
 
 use super::record::{Invalid, Origin, Record, Reject};
-use super::{jsonl, rsr_dir};
+use super::{jsonl, parquet, rsr_dir};
 use crate::error::{LarkError, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,8 @@ use std::str::FromStr;
 /// Pool layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolFormat {
-    /// A directory means `RsrDir`, a file means `LarkJsonl`.
+    /// A `.parquet` file or a directory with `*.parquet` files below it means `Parquet`; another directory
+    /// `RsrDir`; another file `LarkJsonl`.
     Auto,
     /// One JSON object a line: `{problem_id, candidate_id, teacher, messages}` (the LARK authors' input).
     LarkJsonl,
@@ -24,6 +25,8 @@ pub enum PoolFormat {
     /// JSONL whose every record is ShareGPT-shaped (`conversations: [{from, value}]`); `LarkJsonl` also takes
     /// such records, detected per record (no `messages`, a `conversations` list).
     ShareGpt,
+    /// One Parquet file or a directory of shards (HF datasets), with a `messages` or `conversations` column.
+    Parquet,
 }
 
 impl PoolFormat {
@@ -33,6 +36,7 @@ impl PoolFormat {
             PoolFormat::LarkJsonl => "lark-jsonl",
             PoolFormat::RsrDir => "rsr-dir",
             PoolFormat::ShareGpt => "sharegpt",
+            PoolFormat::Parquet => "parquet",
         }
     }
     /// `Auto` resolved against what `path` is.
@@ -40,7 +44,13 @@ impl PoolFormat {
         match self {
             PoolFormat::Auto => {
                 let md = std::fs::metadata(path).map_err(|e| LarkError::io(path, e))?;
-                Ok(if md.is_dir() { PoolFormat::RsrDir } else { PoolFormat::LarkJsonl })
+                Ok(if parquet::looks_like(path) {
+                    PoolFormat::Parquet
+                } else if md.is_dir() {
+                    PoolFormat::RsrDir
+                } else {
+                    PoolFormat::LarkJsonl
+                })
             }
             f => Ok(f),
         }
@@ -55,9 +65,10 @@ impl FromStr for PoolFormat {
             "lark-jsonl" | "jsonl" => Ok(PoolFormat::LarkJsonl),
             "rsr-dir" | "rsr" => Ok(PoolFormat::RsrDir),
             "sharegpt" => Ok(PoolFormat::ShareGpt),
+            "parquet" => Ok(PoolFormat::Parquet),
             _ => Err(LarkError::input(
                 "--format",
-                format!("unknown pool format {s:?} (auto, lark-jsonl, rsr-dir, sharegpt)"),
+                format!("unknown pool format {s:?} (auto, lark-jsonl, rsr-dir, sharegpt, parquet)"),
             )),
         }
     }
@@ -94,6 +105,7 @@ pub fn visit_pool(path: &Path, opts: &ReadOptions, f: impl FnMut(Record) -> Resu
     match format {
         PoolFormat::LarkJsonl => jsonl::read(path, false, &mut sink)?,
         PoolFormat::ShareGpt => jsonl::read(path, true, &mut sink)?,
+        PoolFormat::Parquet => parquet::read(path, &mut sink)?,
         PoolFormat::RsrDir => rsr_dir::read(path, &mut sink)?,
         PoolFormat::Auto => unreachable!("resolved above"),
     }

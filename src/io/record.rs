@@ -11,13 +11,14 @@ use std::sync::Arc;
 /// chat templates may render and `train.jsonl` must carry through).
 pub use crate::text::Message;
 
-/// Where a record was read from: the file, the 1-based line its JSON value starts on, and for the RSR
-/// layout the 0-based index of the element in the file's list.
+/// Where a record was read from: the file, the 1-based line its JSON value starts on, for the RSR layout the
+/// 0-based index of the element in the file's list, and for a Parquet file the 0-based row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub file: Arc<Path>,
     pub line: Option<usize>,
     pub index: Option<usize>,
+    pub row: Option<usize>,
 }
 
 impl fmt::Display for Origin {
@@ -28,6 +29,9 @@ impl fmt::Display for Origin {
         }
         if let Some(i) = self.index {
             write!(f, " (element {i})")?;
+        }
+        if let Some(r) = self.row {
+            write!(f, ": row {r}")?;
         }
         Ok(())
     }
@@ -74,6 +78,9 @@ pub struct Reject {
     pub file: String,
     pub line: Option<usize>,
     pub index: Option<usize>,
+    /// Parquet: the 0-based row in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<usize>,
     pub field: String,
     pub reason: String,
 }
@@ -84,6 +91,7 @@ impl Reject {
             file: origin.file.display().to_string(),
             line: origin.line,
             index: origin.index,
+            row: origin.row,
             field: invalid.field,
             reason: invalid.reason,
         }

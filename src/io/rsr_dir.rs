@@ -81,7 +81,7 @@ fn list_files<F: FnMut(Record) -> Result<()>>(root: &Path, sink: &mut Sink<F>) -
             match rollout_index(stem) {
                 Some(rollout) => mine.push(PoolFile { teacher: teacher.clone(), rollout, path }),
                 None => {
-                    let origin = Origin { file: Arc::from(path.as_path()), line: None, index: None };
+                    let origin = Origin { file: Arc::from(path.as_path()), line: None, index: None, row: None };
                     sink.invalid(
                         &origin,
                         Invalid::new("(file)", "expected a file name of the form <name>_gen<N>.json"),
@@ -99,7 +99,7 @@ fn read_file<F: FnMut(Record) -> Result<()>>(f: &PoolFile, candidate_id: i64, si
     let file: Arc<Path> = Arc::from(f.path.as_path());
     let raw = std::fs::read(&f.path).map_err(|e| LarkError::io(&f.path, e))?;
     let bytes = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw);
-    let at = |line: Option<usize>, index: Option<usize>| Origin { file: file.clone(), line, index };
+    let at = |line: Option<usize>, index: Option<usize>| Origin { file: file.clone(), line, index, row: None };
     if f.path.extension().is_some_and(|e| e == "jsonl") {
         let mut index = 0usize;
         for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {

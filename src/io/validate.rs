@@ -115,7 +115,8 @@ pub fn conversation_field(obj: &Map<String, Value>, sharegpt: bool) -> Result<Ve
 /// A ShareGPT record: `conversations: [{"from": ..., "value": ...}]`, `from` one of human/user, gpt/assistant/
 /// chatgpt/model, system, tool/observation/function_response/ipython (a tool result) and function_call (an
 /// assistant turn calling a tool: `value` is the JSON of `{"name", "arguments"}` or a list of them, as
-/// LLaMA-Factory writes it); an optional top-level `system` string becomes the first message. Other keys of a
+/// LLaMA-Factory writes it; it becomes an assistant message with `tool_calls` and content ""); an optional
+/// top-level `system` string becomes the first message. Other keys of a
 /// turn are dropped.
 pub fn sharegpt_field(obj: &Map<String, Value>) -> Result<Vec<Message>, Invalid> {
     let list = match obj.get("conversations") {
@@ -163,8 +164,9 @@ pub fn sharegpt_field(obj: &Map<String, Value>) -> Result<Vec<Message>, Invalid>
             "tool" | "observation" | "function_response" | "ipython" => "tool",
             "function_call" => {
                 let calls = parse_function_call(&value).map_err(|why| Invalid::new(field("value"), why))?;
+                // Content "": templates such as Qwen3's concatenate the content of every assistant message (as
+                // HF's would fail on a missing one), and "" renders as nothing in the others.
                 let mut m = Message::assistant("");
-                m.content = None;
                 m.extra.insert("tool_calls".into(), Value::Array(calls));
                 out.push(m);
                 continue;
