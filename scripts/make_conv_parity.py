@@ -24,6 +24,8 @@ Per conversation and tokenizer the fixture records:
     empty ones dropped;
   * `--turns last`: the single-turn reference spans over the same ids (the last range);
   with `max_len` (tokenizer truncation), ranges cut at the truncated length;
+- `smolgen`: SmolLM2's tokenizer with tests/fixtures/templates/chatml_generation.jinja, whose `{% generation %}`
+  blocks define the turns: the expected ranges are the runs of HF's `return_assistant_tokens_mask`;
 - for SmolLM2 (the real 135M model, from its GGUF file, float32, eager attention): log p(gold) at every scored
   position, so the test compares lark's CPU numbers position by position.
 """
@@ -153,6 +155,9 @@ def cases():
             ("multi_user", [m for m in MULTI_USER if "reasoning_content" not in m] +
              [{"role": "assistant", "content": "You're welcome."}], None, None),
         ],
+        "smolgen": [
+            ("agent_and_followup", SMOL_AGENT, None, None),
+        ],
         "smollm2": [
             ("agent_and_followup", SMOL_AGENT, None, None),
             ("multi_user", [{k: v for k, v in m.items() if k != "reasoning_content"} for m in MULTI_USER], None, None),
@@ -227,6 +232,30 @@ def expected(tok, family, msgs, tools, mode, turns, max_len):
     return {"ids": ids, "turns": [list(r) for r in ranges], "skipped": not ranges}
 
 
+def from_generation_mask(tok, msgs, tools, mode, turns):
+    """The turns HF's return_assistant_tokens_mask marks ({% generation %} blocks): its runs of 1s."""
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    msgs = msgs[: last + 1]
+    out = tok.apply_chat_template(msgs, tools=tools, tokenize=True, return_dict=True,
+                                  return_assistant_tokens_mask=True)
+    mask = out["assistant_masks"]
+    runs, i = [], 0
+    while i < len(mask):
+        if mask[i]:
+            j = i
+            while j < len(mask) and mask[j]:
+                j += 1
+            runs.append([i, j])
+            i = j
+        else:
+            i += 1
+    if turns == "last":
+        runs = runs[-1:]
+    ids = out["input_ids"] if mode == "content" else tok(render(tok, msgs, tools, False))["input_ids"]
+    assert mode == "content" or ids == out["input_ids"], "SmolLM2 adds no special tokens"
+    return {"ids": ids, "turns": runs, "skipped": not runs}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", action="append", default=[], metavar="NAME=DIR")
@@ -243,6 +272,8 @@ def main():
     g = ggufs["smollm2"]
     smol_tok = AutoTokenizer.from_pretrained(os.path.dirname(g), gguf_file=os.path.basename(g))
     toks["smollm2"] = (smol_tok, "chatml", None)
+    gen_tok = AutoTokenizer.from_pretrained(os.path.dirname(g), gguf_file=os.path.basename(g))
+    toks["smolgen"] = (gen_tok, "chatml", "tests/fixtures/templates/chatml_generation.jinja")
     model = AutoModelForCausalLM.from_pretrained(os.path.dirname(g), gguf_file=os.path.basename(g),
                                                  dtype=torch.float32, attn_implementation="eager")
     model.eval()
@@ -253,7 +284,7 @@ def main():
         if tmpl:
             text = open(os.path.join(ROOT, tmpl), encoding="utf-8").read()
             tok.chat_template = text
-            out["meta"]["llama31_template_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+            out["meta"][f"{tname}_template_sha256"] = hashlib.sha256(text.encode()).hexdigest()
         for name, msgs, tools, cut in items:
             last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
             full_text = render(tok, msgs[: last + 1], tools, False)
@@ -266,8 +297,11 @@ def main():
                     "full_text": full_text, "prompt_text": prompt_text, "expect": {}}
             for mode in ("turn", "content"):
                 for turns in ("all", "last"):
-                    ex = expected(tok, family, msgs, tools, mode, turns, max_len)
-                    if tname == "smollm2" and not ex["skipped"]:
+                    if tname == "smolgen":
+                        ex = from_generation_mask(tok, msgs, tools, mode, turns)
+                    else:
+                        ex = expected(tok, family, msgs, tools, mode, turns, max_len)
+                    if tname in ("smollm2", "smolgen") and not ex["skipped"]:
                         with torch.no_grad():
                             logits = model(torch.tensor([ex["ids"]], dtype=torch.long)).logits[0].double()
                         lp = torch.log_softmax(logits, dim=-1)

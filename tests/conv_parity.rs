@@ -31,15 +31,17 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// The pipeline of fixture tokenizer `name`: `llama31` is the Llama 3 tokenizer with the committed Llama 3.1-style
-/// tool template.
+/// tool template, `smolgen` SmolLM2's with a ChatML template whose `{% generation %}` blocks define the turns.
 fn pipeline(name: &str) -> TextPipeline {
     match name {
         "qwen3" => TextPipeline::open(qwen3_tokenizer_dir()).unwrap(),
         "smollm2" => TextPipeline::open(smollm2_dir()).unwrap(),
-        "llama31" => {
-            let dir = llama3_tokenizer_dir();
-            let tmpl_path =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/templates/llama31_tools.jinja");
+        "llama31" | "smolgen" => {
+            let (dir, file) = match name {
+                "llama31" => (llama3_tokenizer_dir(), "llama31_tools.jinja"),
+                _ => (smollm2_dir(), "chatml_generation.jinja"),
+            };
+            let tmpl_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/templates").join(file);
             let config: Value =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap()).unwrap();
             let special = load_special_tokens(&dir, Some(&config)).unwrap();
@@ -127,6 +129,15 @@ fn smollm2_multi_turn_spans_and_per_token_numbers_match_hf() {
     let model = Model::open(&dir).unwrap();
     let mut backend = CpuBackend::new(&model).unwrap();
     check("smollm2", Some(&mut backend));
+}
+
+#[test]
+fn generation_blocks_define_the_turns_as_hfs_assistant_mask() {
+    assert!(pipeline("smolgen").template().has_generation_blocks());
+    let dir = smollm2_dir();
+    let model = Model::open(&dir).unwrap();
+    let mut backend = CpuBackend::new(&model).unwrap();
+    check("smolgen", Some(&mut backend));
 }
 
 #[test]

@@ -106,6 +106,10 @@ impl TextPipeline {
     ) -> Result<Prepared> {
         validate_chat(messages, "chat")?;
         let messages = scored_prefix(messages);
+        // A template that marks assistant text with {% generation %} blocks: that mask defines the turns.
+        if let Some((text, blocks)) = self.template.render_generation_ranges(messages, tools)? {
+            return span::generation_span(&self.tokenizer, mode, turns, &text, &blocks, max_len);
+        }
         let n_assistant = assistant_indices(messages).len();
         let full = self.render_with_tools(messages, tools, false)?;
         let prompt = match mode {

@@ -491,6 +491,71 @@ pub fn multi_turn_span(
     }))
 }
 
+/// The turns a template's `{% generation %}` blocks mark, as HF's `return_assistant_tokens_mask` marks them: for
+/// each block's byte range `[s, e)` of `text`, the tokens from the one holding byte `s` to the one holding byte
+/// `e - 1` (HF's `char_to_token`); a block whose start no token holds ends the list. The mask defines the turns
+/// under both span conventions (the template says what the assistant wrote); `--turns last` keeps the last block.
+/// Ids as the convention tokenises (`--span turn` with the post-processor's special tokens, whose positions
+/// shift the ranges), truncated at `max_len`.
+pub fn generation_span(
+    tokenizer: &Tokenizer,
+    mode: SpanMode,
+    turns: Turns,
+    text: &str,
+    blocks: &[(usize, usize)],
+    max_len: usize,
+) -> Result<Prepared> {
+    let (plain, offsets) = tokenizer.encode_offsets(text)?;
+    let holding = |b: usize| offsets.iter().position(|&(s, e)| s <= b && b < e);
+    let mut ranges = Vec::new();
+    for &(s, e) in blocks {
+        let Some(st) = holding(s) else { break };
+        let en = holding(e.saturating_sub(1)).map_or(plain.len(), |t| t + 1);
+        ranges.push((st, en.max(st)));
+    }
+    if turns == Turns::Last {
+        ranges = ranges.split_off(ranges.len().saturating_sub(1));
+    }
+    let full = tokenizer.encode_with(text, mode == SpanMode::Turn, Some(max_len))?;
+    // Special tokens the post-processor put before the text's tokens.
+    let shift = if mode == SpanMode::Turn {
+        let k = (0..=tokenizer.n_special_added().min(full.ids.len()))
+            .find(|&k| full.ids[k..].iter().zip(&plain).all(|(a, b)| a == b))
+            .ok_or_else(|| {
+                LarkError::Unsupported(
+                    "the tokenizer's special tokens do not sit before the text's tokens: the {% generation %} \
+                     ranges cannot be placed (use --span content)"
+                        .into(),
+                )
+            })?;
+        k
+    } else {
+        0
+    };
+    let n = full.ids.len();
+    let truncated = full.truncated();
+    let turns: Vec<(usize, usize)> = ranges
+        .into_iter()
+        .map(|(a, b)| ((a + shift).min(n), (b + shift).min(n)))
+        .filter(|&(a, b)| a >= 1 && a < b)
+        .collect();
+    let (Some(&(from, _)), Some(&(_, to))) = (turns.first(), turns.last()) else {
+        return Ok(Prepared::Skipped(SkipReason::NoAssistantContent { full_len: n, truncated }));
+    };
+    Ok(Prepared::Ready(Trajectory {
+        score_from: from,
+        score_to: to,
+        turns,
+        truncated,
+        prompt_len: from,
+        full_len: n,
+        untruncated_len: full.untruncated_len,
+        prompt_is_prefix: true,
+        other_spans: 0,
+        ids: full.ids,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
