@@ -127,9 +127,66 @@ fn bad_pool_entries_are_refused_naming_file_line_and_field() {
             vec![":1", "`messages[1].content`: expected a string, found a list"],
         ),
         (
-            "content null",
+            "assistant content null and no tool calls",
             chat(json!([user, {"role": "assistant", "content": null}])).into(),
-            vec![":1", "`messages[1].content`: expected a string, found null"],
+            vec![":1", "`messages[1].content`: an assistant message needs `content` or `tool_calls`: it has neither"],
+        ),
+        (
+            "assistant with neither content nor tool calls",
+            chat(json!([user, {"role": "assistant", "tool_calls": []}])).into(),
+            vec![":1", "`messages[1].content`: an assistant message needs `content` or `tool_calls`"],
+        ),
+        (
+            "user content null",
+            chat(json!([{"role": "user", "content": null}, {"role": "assistant", "content": "a"}])).into(),
+            vec![":1", "`messages[0].content`: expected a string, found null"],
+        ),
+        (
+            "a tool message before any user message",
+            chat(json!([{"role": "tool", "content": "42"}, user, {"role": "assistant", "content": "a"}])).into(),
+            vec![":1", "`messages[0].role`: a tool message before any user message"],
+        ),
+        (
+            "tool_calls not a list",
+            chat(json!([user, {"role": "assistant", "content": "", "tool_calls": {"name": "f"}}])).into(),
+            vec![":1", "`messages[1].tool_calls`: expected a list of tool calls, found an object"],
+        ),
+        (
+            "a tool call not an object",
+            chat(json!([user, {"role": "assistant", "content": "", "tool_calls": ["f()"]}])).into(),
+            vec![":1", "`messages[1].tool_calls[0]`: expected an object, found a string"],
+        ),
+        (
+            "tools not a list",
+            json!({"problem_id": 1, "candidate_id": 0, "tools": {"name": "f"},
+                   "messages": [user, {"role": "assistant", "content": "a"}]})
+            .to_string()
+            .into(),
+            vec![":1", "`tools`: expected a list of tool schemas, found an object"],
+        ),
+        (
+            "ShareGPT speaker unknown",
+            json!({"problem_id": 1, "candidate_id": 0,
+                   "conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]})
+            .to_string()
+            .into(),
+            vec![":1", "`conversations[1].from`: unknown ShareGPT speaker \"bot\""],
+        ),
+        (
+            "ShareGPT function_call not JSON",
+            json!({"problem_id": 1, "candidate_id": 0, "conversations": [{"from": "human", "value": "q"},
+                   {"from": "function_call", "value": "f(1)"}, {"from": "gpt", "value": "a"}]})
+            .to_string()
+            .into(),
+            vec![":1", "`conversations[1].value`: a function_call value must be JSON"],
+        ),
+        (
+            "ShareGPT tool result first",
+            json!({"problem_id": 1, "candidate_id": 0,
+                   "conversations": [{"from": "observation", "value": "1"}, {"from": "gpt", "value": "a"}]})
+            .to_string()
+            .into(),
+            vec![":1", "`conversations[0].role`: a tool message before any user message"],
         ),
         ("role missing", chat(json!([{"content": "q"}, user])).into(), vec![":1", "`messages[0].role`: missing"]),
         ("no assistant turn", chat(json!([user])).into(), vec![":1", "no assistant turn"]),
@@ -263,6 +320,36 @@ fn empty_assistant_content_is_skipped_or_scored_never_invented() {
             assert!(empty["skipped"].is_null(), "{empty}");
             let n = empty["n_tokens"].as_u64().unwrap();
             assert!((1..=3).contains(&n), "only the end-of-turn marker is scored: {empty}");
+        }
+    }
+}
+
+#[test]
+fn every_assistant_turn_empty_is_skipped_or_scored_never_invented() {
+    // A conversation whose every assistant turn is empty: as for one empty answer (above), `--span content` skips
+    // it (null scores) and `--span turn` scores each turn's end-of-turn marker (and the final turn's newline).
+    let model = student();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool.jsonl");
+    let empty = json!({"problem_id": 0, "candidate_id": 1, "teacher": "t", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": ""},
+        {"role": "user", "content": "again"}, {"role": "assistant", "content": ""}]});
+    std::fs::write(&pool, format!("{}\n{empty}\n", record(0, 0, "It is 0."))).unwrap();
+    for span in ["content", "turn"] {
+        let out = dir.path().join(span);
+        let mut args = score_args(model.path(), &pool, &out);
+        args.extend(["--span", span]);
+        assert_ok(&lark(&args));
+        let rows = read_jsonl(&out.join("scores.jsonl"));
+        let row = rows.iter().find(|r| r["candidate_id"] == 1).unwrap();
+        if span == "content" {
+            assert!(row["skipped"].as_str().unwrap().starts_with("no_assistant_content"), "{row}");
+            assert!(row["nll_sum"].is_null() && row["g_hat"].is_null(), "{row}");
+        } else {
+            assert!(row["skipped"].is_null(), "{row}");
+            assert_eq!(row["n_turns"], 2, "{row}");
+            let n = row["n_tokens"].as_u64().unwrap();
+            assert!((2..=4).contains(&n), "only the end-of-turn markers are scored: {row}");
         }
     }
 }

@@ -293,7 +293,7 @@ fn score_select_export_round_trip() {
             outcome: if r.teacher == "c" {
                 Outcome::Skipped("prompt fills --max-len".into())
             } else {
-                Outcome::Scored { stats: st, truncated: false }
+                Outcome::Scored { stats: st, truncated: false, n_turns: 1 }
             },
             text: TextFeatures::from_text(r.assistant_content()),
             local_naturalness: None,

@@ -122,6 +122,7 @@ fn setup(scorers: &str) -> Setup {
     let text = TextPipeline::open(model.path()).unwrap();
     let settings = ScoreSettings {
         span: SpanMode::Turn,
+        turns: lark::text::Turns::All,
         max_len: 32768,
         brier: BrierMode::TopK(5),
         rank_clip: 100,

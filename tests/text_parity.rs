@@ -149,7 +149,7 @@ fn content_span_needs_a_known_family() {
     let e = pipe.trajectory(&msgs, SpanMode::Content, 100).unwrap_err().to_string();
     assert!(e.contains("--span content needs a ChatML") && e.contains("chat_template.jinja"), "{e}");
     let tr = pipe.trajectory(&msgs, SpanMode::Turn, 100).unwrap().into_ready().unwrap();
-    assert_eq!(pipe.tokenizer().decode(tr.scored_ids(), false).unwrap(), "It is 4, since 2+2=4.\n");
+    assert_eq!(pipe.tokenizer().decode(&tr.scored_ids(), false).unwrap(), "It is 4, since 2+2=4.\n");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::run::{
     parse_brier, score_pool_on, Interrupt, JobControl, JobOutput, Journal, Progress, ScoreSettings, Shard,
 };
 use crate::score::{parse_scorers, BrierMode, JudgeScores, Scorer};
-use crate::text::{SpanMode, TextPipeline};
+use crate::text::{SpanMode, TextPipeline, Turns};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,10 @@ pub struct ScoreArgs {
     /// turn: the whole assistant turn (LARK authors); content: the assistant content only (RSR authors).
     #[arg(long, default_value = "turn")]
     pub span: SpanMode,
+    /// all: every assistant turn of a conversation, each with the whole conversation before it as context;
+    /// last: only the final assistant turn.
+    #[arg(long, default_value = "all")]
+    pub turns: Turns,
     /// Truncate token sequences from the right at this length (flagged per trajectory).
     #[arg(long, default_value_t = 32768)]
     pub max_len: usize,
@@ -218,6 +222,7 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     }
     let settings = ScoreSettings {
         span: a.span,
+        turns: a.turns,
         max_len: a.max_len,
         brier,
         rank_clip: a.rank_clip,

@@ -1,7 +1,7 @@
 //! `selection.jsonl` (one [`Selection`] a line) and the SFT file `train.jsonl`.
 //!
 //! `train.jsonl` follows the LARK authors' export: one line per selected trajectory,
-//! `{"messages": [...], "meta": {problem_id, candidate_id, sample_idx, teacher, method, by, B, score,
+//! `{"messages": [...], "tools": [...]?, "meta": {problem_id, candidate_id, sample_idx, teacher, method, by, B, score,
 //! train_weight}}`, problem-major (selection order), best first within a problem. Like the authors it
 //! writes every one of the top B, including a candidate whose χ² weight is exactly 0 (it ties with the
 //! (B+1)-th score); `drop_zero_weight` leaves those out for trainers that ignore `train_weight`.
@@ -43,7 +43,12 @@ struct TrainMeta<'a> {
 
 #[derive(Serialize)]
 struct TrainLine<'a> {
+    /// The whole scored conversation (a ShareGPT record is written back as messages), up to its last assistant
+    /// turn.
     messages: &'a [Message],
+    /// The record's tool schemas, when it has them (what the chat template rendered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [serde_json::Value]>,
     meta: TrainMeta<'a>,
 }
 
@@ -73,6 +78,7 @@ pub fn write_train_jsonl<'r>(
                 })?;
                 let line = TrainLine {
                     messages: &rec.messages,
+                    tools: rec.tools.as_deref(),
                     meta: TrainMeta {
                         problem_id: s.problem_id,
                         candidate_id: c.candidate_id,

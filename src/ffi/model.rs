@@ -2,7 +2,9 @@
 //! `lark_score_chats`, `lark_score_ids`. Scoring follows `run::job::score_pool` step for step (same span
 //! rules, same length-packed batches, same per-trajectory sums), so the numbers are those of `lark score`.
 
-use super::status::{c_str, guard, non_null, non_null_mut, FfiError, FfiResult, LARK_ERR_BUFFER_TOO_SMALL};
+use super::status::{
+    c_str, guard, non_null, non_null_mut, FfiError, FfiResult, LARK_ERR_BUFFER_TOO_SMALL, LARK_ERR_UNSUPPORTED,
+};
 use super::types::{LarkOptions, LarkSpan, LarkTokenStats, LarkTrajectoryStats, LARK_SPAN_CONTENT, LARK_SPAN_TURN};
 use crate::backend::{open_backend, Backend, DeviceChoice, SeqRequest};
 use crate::error::LarkError;
@@ -10,7 +12,7 @@ use crate::model::Model;
 use crate::run::schedule::pack_by_length;
 use crate::score::BrierMode;
 use crate::stats::{StatsOptions, TokenStats, TrajectoryStats};
-use crate::text::{parse_messages, Prepared, SpanMode, TextPipeline};
+use crate::text::{parse_messages, Prepared, SpanMode, TextPipeline, Turns};
 use std::ffi::{c_char, c_int, CString};
 use std::sync::Mutex;
 
@@ -145,9 +147,17 @@ impl LarkModel {
     fn prepare(&self, json: &str, at: &str) -> FfiResult<Prepared> {
         let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| LarkError::input(at.to_string(), format!("invalid JSON: {e}")))?;
-        let messages = parse_messages(&value, at)?;
+        // A messages array, or a record object: `messages` or ShareGPT `conversations`, and `tools`.
+        let (messages, tools) = match &value {
+            serde_json::Value::Object(obj) => {
+                let bad = |inv: crate::io::Invalid| LarkError::input(format!("{at}: {}", inv.field), inv.reason);
+                let messages = crate::io::validate::conversation_field(obj, false).map_err(bad)?;
+                (messages, crate::io::validate::tools_field(obj).map_err(bad)?)
+            }
+            _ => (parse_messages(&value, at)?, None),
+        };
         self.text
-            .trajectory(&messages, self.settings.span, self.settings.max_len)
+            .conversation(&messages, tools.as_deref(), self.settings.span, Turns::All, self.settings.max_len)
             .map_err(|e| FfiError::from(LarkError::input(at.to_string(), e.to_string())))
     }
 }
@@ -242,6 +252,17 @@ pub unsafe extern "C" fn lark_tokenize_chat(
             }
             Prepared::Ready(t) => t,
         };
+        if t.n_turns() > 1 {
+            // One span cannot describe several turns: lark_score_ids over it would score the context between them.
+            return Err(FfiError::new(
+                LARK_ERR_UNSUPPORTED,
+                format!(
+                    "messages_json: {} assistant turns are scored; lark_span holds one range (score the chat with \
+                     lark_score_chats, which sums over every turn)",
+                    t.n_turns()
+                ),
+            ));
+        }
         // The span is reported even when the buffer is short, so the caller can size it and call again.
         span_out.write(LarkSpan {
             len: t.ids.len(),
@@ -308,10 +329,15 @@ pub unsafe extern "C" fn lark_score_chats(
                 Prepared::Ready(_) => LarkTrajectoryStats::skipped("not scored", false, brier),
             })
             .collect();
-        for ((i, _), t) in ready.iter().zip(&toks) {
-            let truncated = prepared[*i].ready().is_some_and(|t| t.truncated);
-            rows[*i] =
-                LarkTrajectoryStats::scored(&TrajectoryStats::from_tokens(t, m.settings.rank_clip), truncated, brier);
+        for ((i, _), t) in ready.iter().zip(toks) {
+            let tr = prepared[*i].ready().expect("`ready` lists only Ready chats");
+            // The scored turns' positions of the covering range.
+            let t = tr.keep_scored(t);
+            rows[*i] = LarkTrajectoryStats::scored(
+                &TrajectoryStats::from_tokens(&t, m.settings.rank_clip),
+                tr.truncated,
+                brier,
+            );
         }
         std::ptr::copy_nonoverlapping(rows.as_ptr(), out, n);
         Ok(())

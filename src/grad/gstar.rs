@@ -195,7 +195,8 @@ pub fn gstar_pool(
         let mut prepared = Vec::with_capacity(recs.len());
         for r in recs {
             let p = text
-                .trajectory(&r.messages, opts.span, opts.max_len)
+                // The final turn only: the gradient path takes one contiguous scored range per sequence.
+                .conversation(&r.messages, r.tools.as_deref(), opts.span, crate::text::Turns::Last, opts.max_len)
                 .map_err(|e| LarkError::input(format!("problem {pid}, candidate {}", r.candidate_id), e.to_string()))?;
             prepared.push(p.into_ready());
         }

@@ -2,10 +2,11 @@
 //! record with errors that name the file, line and field (or collected as rejects under `--skip-invalid`).
 
 mod jsonl;
+pub mod parquet;
 pub mod pool;
 pub mod record;
 mod rsr_dir;
-mod validate;
+pub mod validate;
 
 pub use pool::{read_pool, visit_pool, Pool, PoolFormat, ReadOptions, VisitSummary};
 pub use record::{Invalid, Message, Origin, Record, Reject};

@@ -6,7 +6,7 @@
 //! Problems are ordered by first appearance; records within a problem keep their reading order.
 
 use super::record::{Invalid, Origin, Record, Reject};
-use super::{jsonl, rsr_dir};
+use super::{jsonl, parquet, rsr_dir};
 use crate::error::{LarkError, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,12 +15,18 @@ use std::str::FromStr;
 /// Pool layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolFormat {
-    /// A directory means `RsrDir`, a file means `LarkJsonl`.
+    /// A `.parquet` file or a directory with `*.parquet` files below it means `Parquet`; another directory
+    /// `RsrDir`; another file `LarkJsonl`.
     Auto,
     /// One JSON object a line: `{problem_id, candidate_id, teacher, messages}` (the LARK authors' input).
     LarkJsonl,
     /// `<root>/<teacher>/<name>_gen<N>.json` lists (the RSR authors' released pool).
     RsrDir,
+    /// JSONL whose every record is ShareGPT-shaped (`conversations: [{from, value}]`); `LarkJsonl` also takes
+    /// such records, detected per record (no `messages`, a `conversations` list).
+    ShareGpt,
+    /// One Parquet file or a directory of shards (HF datasets), with a `messages` or `conversations` column.
+    Parquet,
 }
 
 impl PoolFormat {
@@ -29,6 +35,8 @@ impl PoolFormat {
             PoolFormat::Auto => "auto",
             PoolFormat::LarkJsonl => "lark-jsonl",
             PoolFormat::RsrDir => "rsr-dir",
+            PoolFormat::ShareGpt => "sharegpt",
+            PoolFormat::Parquet => "parquet",
         }
     }
     /// `Auto` resolved against what `path` is.
@@ -36,7 +44,13 @@ impl PoolFormat {
         match self {
             PoolFormat::Auto => {
                 let md = std::fs::metadata(path).map_err(|e| LarkError::io(path, e))?;
-                Ok(if md.is_dir() { PoolFormat::RsrDir } else { PoolFormat::LarkJsonl })
+                Ok(if parquet::looks_like(path) {
+                    PoolFormat::Parquet
+                } else if md.is_dir() {
+                    PoolFormat::RsrDir
+                } else {
+                    PoolFormat::LarkJsonl
+                })
             }
             f => Ok(f),
         }
@@ -50,7 +64,12 @@ impl FromStr for PoolFormat {
             "auto" => Ok(PoolFormat::Auto),
             "lark-jsonl" | "jsonl" => Ok(PoolFormat::LarkJsonl),
             "rsr-dir" | "rsr" => Ok(PoolFormat::RsrDir),
-            _ => Err(LarkError::input("--format", format!("unknown pool format {s:?} (auto, lark-jsonl, rsr-dir)"))),
+            "sharegpt" => Ok(PoolFormat::ShareGpt),
+            "parquet" => Ok(PoolFormat::Parquet),
+            _ => Err(LarkError::input(
+                "--format",
+                format!("unknown pool format {s:?} (auto, lark-jsonl, rsr-dir, sharegpt, parquet)"),
+            )),
         }
     }
 }
@@ -84,7 +103,9 @@ pub fn visit_pool(path: &Path, opts: &ReadOptions, f: impl FnMut(Record) -> Resu
     let format = opts.format.resolve(path)?;
     let mut sink = Sink::new(opts.skip_invalid, f);
     match format {
-        PoolFormat::LarkJsonl => jsonl::read(path, &mut sink)?,
+        PoolFormat::LarkJsonl => jsonl::read(path, false, &mut sink)?,
+        PoolFormat::ShareGpt => jsonl::read(path, true, &mut sink)?,
+        PoolFormat::Parquet => parquet::read(path, &mut sink)?,
         PoolFormat::RsrDir => rsr_dir::read(path, &mut sink)?,
         PoolFormat::Auto => unreachable!("resolved above"),
     }

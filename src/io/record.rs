@@ -11,13 +11,14 @@ use std::sync::Arc;
 /// chat templates may render and `train.jsonl` must carry through).
 pub use crate::text::Message;
 
-/// Where a record was read from: the file, the 1-based line its JSON value starts on, and for the RSR
-/// layout the 0-based index of the element in the file's list.
+/// Where a record was read from: the file, the 1-based line its JSON value starts on, for the RSR layout the
+/// 0-based index of the element in the file's list, and for a Parquet file the 0-based row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub file: Arc<Path>,
     pub line: Option<usize>,
     pub index: Option<usize>,
+    pub row: Option<usize>,
 }
 
 impl fmt::Display for Origin {
@@ -29,6 +30,9 @@ impl fmt::Display for Origin {
         if let Some(i) = self.index {
             write!(f, " (element {i})")?;
         }
+        if let Some(r) = self.row {
+            write!(f, ": row {r}")?;
+        }
         Ok(())
     }
 }
@@ -39,15 +43,26 @@ pub struct Record {
     pub problem_id: i64,
     pub candidate_id: i64,
     pub teacher: String,
-    /// Non-empty; the last message has role "assistant" (checked by the readers).
+    /// Non-empty; the last message has role "assistant" (checked by the readers, which drop later messages).
     pub messages: Vec<Message>,
+    /// The record-level `tools` list handed to the chat template (`apply_chat_template(tools=...)`).
+    pub tools: Option<Vec<serde_json::Value>>,
     pub origin: Origin,
 }
 
 impl Record {
     /// The teacher's answer: the content of the final (assistant) message.
     pub fn assistant_content(&self) -> &str {
-        self.messages.last().map(|m| m.content.as_str()).unwrap_or("")
+        self.messages.last().map(|m| m.text()).unwrap_or("")
+    }
+    /// The contents of the assistant turns `turns` scores (all of them, or the last), joined by a blank line:
+    /// the text the text-only baselines (length, rule quality) read.
+    pub fn scored_text(&self, turns: crate::text::Turns) -> std::borrow::Cow<'_, str> {
+        let asst: Vec<&str> = self.messages.iter().filter(|m| m.is_assistant()).map(|m| m.text()).collect();
+        match (turns, asst.len()) {
+            (crate::text::Turns::Last, _) | (_, 0 | 1) => self.assistant_content().into(),
+            (crate::text::Turns::All, _) => asst.join("\n\n").into(),
+        }
     }
     /// Everything before the final assistant turn (the prompt the student is conditioned on).
     pub fn prompt_messages(&self) -> &[Message] {
@@ -63,6 +78,9 @@ pub struct Reject {
     pub file: String,
     pub line: Option<usize>,
     pub index: Option<usize>,
+    /// Parquet: the 0-based row in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<usize>,
     pub field: String,
     pub reason: String,
 }
@@ -73,6 +91,7 @@ impl Reject {
             file: origin.file.display().to_string(),
             line: origin.line,
             index: origin.index,
+            row: origin.row,
             field: invalid.field,
             reason: invalid.reason,
         }

@@ -15,7 +15,7 @@
 
 use super::pool::Sink;
 use super::record::{Invalid, Origin, Record};
-use super::validate::{as_object, messages_field, type_name};
+use super::validate::{as_object, conversation_field, tools_field, type_name};
 use crate::error::{LarkError, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ fn list_files<F: FnMut(Record) -> Result<()>>(root: &Path, sink: &mut Sink<F>) -
             match rollout_index(stem) {
                 Some(rollout) => mine.push(PoolFile { teacher: teacher.clone(), rollout, path }),
                 None => {
-                    let origin = Origin { file: Arc::from(path.as_path()), line: None, index: None };
+                    let origin = Origin { file: Arc::from(path.as_path()), line: None, index: None, row: None };
                     sink.invalid(
                         &origin,
                         Invalid::new("(file)", "expected a file name of the form <name>_gen<N>.json"),
@@ -99,7 +99,7 @@ fn read_file<F: FnMut(Record) -> Result<()>>(f: &PoolFile, candidate_id: i64, si
     let file: Arc<Path> = Arc::from(f.path.as_path());
     let raw = std::fs::read(&f.path).map_err(|e| LarkError::io(&f.path, e))?;
     let bytes = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw);
-    let at = |line: Option<usize>, index: Option<usize>| Origin { file: file.clone(), line, index };
+    let at = |line: Option<usize>, index: Option<usize>| Origin { file: file.clone(), line, index, row: None };
     if f.path.extension().is_some_and(|e| e == "jsonl") {
         let mut index = 0usize;
         for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -143,20 +143,24 @@ fn element<F: FnMut(Record) -> Result<()>>(
     sink: &mut Sink<F>,
 ) -> Result<()> {
     match parse_element(v, origin.index.unwrap_or(0)) {
-        Ok((problem_id, messages)) => sink.record(Record {
+        Ok((problem_id, messages, tools)) => sink.record(Record {
             problem_id,
             candidate_id,
             teacher: teacher.to_string(),
             messages,
+            tools,
             origin: origin.clone(),
         }),
         Err(inv) => sink.invalid(origin, inv),
     }
 }
 
-fn parse_element(v: &Value, index: usize) -> std::result::Result<(i64, Vec<super::Message>), Invalid> {
+type Element = (i64, Vec<super::Message>, Option<Vec<Value>>);
+
+fn parse_element(v: &Value, index: usize) -> std::result::Result<Element, Invalid> {
     let obj = as_object(v)?;
-    let messages = messages_field(obj)?;
+    let messages = conversation_field(obj, false)?;
+    let tools = tools_field(obj)?;
     let key = if obj.contains_key("id") { "id" } else { "_id" };
     let problem_id = match obj.get(key) {
         None => index as i64,
@@ -169,7 +173,7 @@ fn parse_element(v: &Value, index: usize) -> std::result::Result<(i64, Vec<super
             ))
         }
     };
-    Ok((problem_id, messages))
+    Ok((problem_id, messages, tools))
 }
 
 /// The 1-based line on which each element of a top-level JSON list starts, found by a scan that tracks

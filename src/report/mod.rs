@@ -158,6 +158,17 @@ fn summary(h: &mut String, input: &ReportInput<'_>, by: &str) {
         skipped,
         esc(by)
     );
+    // Multi-turn pools: how many trajectories were scored over several assistant turns.
+    let multi: Vec<u64> =
+        input.rows.iter().filter(|r| r.skipped.is_none() && r.n_turns > 1).map(|r| r.n_turns).collect();
+    if !multi.is_empty() {
+        let _ = write!(
+            h,
+            "; {} candidates scored over several assistant turns (up to {} turns)",
+            multi.len(),
+            multi.iter().max().copied().unwrap_or(1)
+        );
+    }
     if let Some(s) = input.selections.first() {
         let _ = write!(h, "; selection: {} with B = {}", esc(&s.method), s.budget);
     } else {
@@ -214,11 +225,12 @@ fn problems(
                 let y = ys.at(v);
                 let _ = write!(
                     h,
-                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{}\"><title>#{} {}: {}</title></circle>",
+                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{}\"><title>#{} {}: {}{}</title></circle>",
                     color[t.as_str()],
                     r.candidate_id,
                     esc(t),
-                    fmt(v)
+                    fmt(v),
+                    if r.n_turns > 1 { format!(" ({} turns)", r.n_turns) } else { String::new() }
                 );
                 if let Some(wt) = weights.get(&(r.problem_id, r.candidate_id)) {
                     let _ = write!(

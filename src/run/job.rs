@@ -25,7 +25,7 @@ use crate::score::{
     score_all, BrierMode, Candidate, JudgeScores, Outcome, ScoreOptions, ScoreRow, Scorer, TextFeatures,
 };
 use crate::stats::{StatsOptions, TrajectoryStats};
-use crate::text::{Prepared, SpanMode, TextPipeline};
+use crate::text::{Prepared, SpanMode, TextPipeline, Turns};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
@@ -37,6 +37,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScoreSettings {
     pub span: SpanMode,
+    /// Which assistant turns are scored (all, or the final one).
+    pub turns: Turns,
     pub max_len: usize,
     #[serde(serialize_with = "ser_brier")]
     pub brier: BrierMode,
@@ -541,7 +543,9 @@ impl Coordinator<'_, '_> {
             .map(|(n, &i)| {
                 let r = &records[i];
                 let outcome = match (&c.prepared[n], stats[n]) {
-                    (Prepared::Ready(t), Some(s)) => Outcome::Scored { stats: s, truncated: t.truncated },
+                    (Prepared::Ready(t), Some(s)) => {
+                        Outcome::Scored { stats: s, truncated: t.truncated, n_turns: t.n_turns() }
+                    }
                     (Prepared::Skipped(why), _) => Outcome::Skipped(why.to_string()),
                     (Prepared::Ready(_), None) => unreachable!("every ready record is in one batch"),
                 };
@@ -552,7 +556,7 @@ impl Coordinator<'_, '_> {
                         candidate_id: r.candidate_id,
                         teacher: r.teacher.clone(),
                         outcome,
-                        text: TextFeatures::from_text(r.assistant_content()),
+                        text: TextFeatures::from_text(&r.scored_text(self.plan.settings.turns)),
                         local_naturalness: ln.as_ref().map(|l| l[n]),
                         llm_judge: self.judge.map(|j| j.get(r.problem_id, r.candidate_id).unwrap_or(f64::NAN)),
                     },

@@ -83,7 +83,7 @@ impl Chunk {
 }
 
 fn prepare(text: &TextPipeline, r: &Record, s: &ScoreSettings) -> Result<Prepared> {
-    text.trajectory(&r.messages, s.span, s.max_len).map_err(|e| {
+    text.conversation(&r.messages, r.tools.as_deref(), s.span, s.turns, s.max_len).map_err(|e| {
         LarkError::input(r.origin.to_string(), format!("problem {} candidate {}: {e}", r.problem_id, r.candidate_id))
     })
 }
@@ -200,7 +200,8 @@ impl Plan<'_> {
             .enumerate()
             .map(|(n, &ri)| {
                 let r = &self.pool.records[ri];
-                let prompt = self.text.render(&without_assistant(&r.messages), true)?;
+                // The final assistant turn's steps (for several turns, Local Naturalness reads the final one).
+                let prompt = self.text.render_with_tools(&without_assistant(&r.messages), r.tools.as_deref(), true)?;
                 let mut out = Vec::new();
                 for w in step_windows(&prompt, r.assistant_content(), s.local_m) {
                     let ctx = self.text.encode(&w.context)?;

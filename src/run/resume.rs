@@ -98,9 +98,13 @@ impl Indexed {
             "tf": [c.text.words, c.text.selfver, c.text.explore, c.text.gran],
         });
         match &c.outcome {
-            Outcome::Scored { stats, truncated } => {
+            Outcome::Scored { stats, truncated, n_turns } => {
                 v["s"] = stats_to_value(stats);
                 v["tr"] = json!(truncated);
+                // Absent means 1, so a single-turn journal is unchanged.
+                if *n_turns != 1 {
+                    v["nt"] = json!(n_turns);
+                }
             }
             Outcome::Skipped(why) => v["skip"] = json!(why),
         }
@@ -117,7 +121,14 @@ impl Indexed {
         let tf = v.get("tf")?.as_array().filter(|a| a.len() == 4)?;
         let outcome = match v.get("skip") {
             Some(why) => Outcome::Skipped(why.as_str()?.to_string()),
-            None => Outcome::Scored { stats: stats_from_value(v.get("s")?)?, truncated: v.get("tr")?.as_bool()? },
+            None => Outcome::Scored {
+                stats: stats_from_value(v.get("s")?)?,
+                truncated: v.get("tr")?.as_bool()?,
+                n_turns: match v.get("nt") {
+                    None => 1,
+                    Some(n) => n.as_u64()? as usize,
+                },
+            },
         };
         let opt = |k: &str| -> Option<Option<f64>> {
             match v.get(k) {
@@ -324,6 +335,7 @@ mod tests {
                         ..Default::default()
                     },
                     truncated: true,
+                    n_turns: 3,
                 },
                 text: TextFeatures { words: 5, selfver: 1, explore: 2, gran: 3 },
                 local_naturalness: Some(f64::NEG_INFINITY),

@@ -103,14 +103,16 @@ fn run(backend: &mut dyn Backend, sh: &Shared<'_>, w: &Work) -> Result<BatchOut>
             let mut out = Vec::with_capacity(batch.len());
             for (&j, toks) in batch.iter().zip(toks) {
                 let t = c.trajectory(j);
-                if toks.len() != t.n_scored() {
+                if toks.len() != t.n_covered() {
                     return Err(LarkError::Backend(format!(
                         "backend returned {} statistics for {} scored tokens ({})",
                         toks.len(),
-                        t.n_scored(),
+                        t.n_covered(),
                         records[c.idx[c.ready[j]]].origin
                     )));
                 }
+                // The turns' positions of the covering range (the context between turns is not scored).
+                let toks = t.keep_scored(toks);
                 if let Some(k) = first_non_finite(&toks) {
                     return Err(non_finite(&who(j), k));
                 }

@@ -13,6 +13,13 @@ use crate::stats::TrajectoryStats;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+fn one() -> u64 {
+    1
+}
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRow {
     pub problem_id: i64,
@@ -21,6 +28,9 @@ pub struct ScoreRow {
     pub skipped: Option<String>,
     /// Scored tokens (after truncation).
     pub n_tokens: Option<u64>,
+    /// Scored assistant turns; written only when it is not 1, so single-turn output is unchanged (absent = 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub n_turns: u64,
     pub truncated: bool,
     #[serde(with = "nan_null")]
     pub nll_sum: f64,
@@ -67,6 +77,8 @@ pub enum Outcome {
     Scored {
         stats: TrajectoryStats,
         truncated: bool,
+        /// Assistant turns whose positions `stats` sums over.
+        n_turns: usize,
     },
     /// Not scored, with the reason (e.g. "empty scored span", "prompt fills --max-len").
     Skipped(String),
@@ -111,6 +123,7 @@ impl ScoreRow {
             teacher: c.teacher.clone(),
             skipped: None,
             n_tokens: None,
+            n_turns: 1,
             truncated: false,
             nll_sum: t.nll_sum,
             l: t.l,
@@ -142,21 +155,23 @@ impl ScoreRow {
 /// Score one problem's candidates. Rows come back in input order. The per-problem scores (ĝ, rule
 /// quality) are computed over the scored candidates only; a candidate with an empty span counts as skipped.
 pub fn score_problem(cands: &[Candidate], opts: &ScoreOptions) -> Vec<ScoreRow> {
-    let scored: Vec<(usize, TrajectoryStats, bool)> = cands
+    let scored: Vec<(usize, TrajectoryStats, bool, usize)> = cands
         .iter()
         .enumerate()
         .filter_map(|(i, c)| match &c.outcome {
-            Outcome::Scored { stats, truncated } if stats.n_tokens > 0 => Some((i, *stats, *truncated)),
+            Outcome::Scored { stats, truncated, n_turns } if stats.n_tokens > 0 => {
+                Some((i, *stats, *truncated, *n_turns))
+            }
             _ => None,
         })
         .collect();
-    let ts: Vec<TrajectoryScores> = scored.iter().map(|(_, s, _)| TrajectoryScores::new(s, opts.brier)).collect();
+    let ts: Vec<TrajectoryScores> = scored.iter().map(|(_, s, _, _)| TrajectoryScores::new(s, opts.brier)).collect();
     let l: Vec<f64> = ts.iter().map(|t| t.l).collect();
     let g = match opts.brier {
         BrierMode::Exact => g_hat_exact(&l, &ts.iter().map(|t| t.brier_mean).collect::<Vec<_>>()),
         BrierMode::TopK(_) => g_hat_from_rho(&l, &ts.iter().map(|t| t.rho_hat).collect::<Vec<_>>()),
     };
-    let rq = rule_quality(&scored.iter().map(|(i, _, _)| cands[*i].text).collect::<Vec<_>>());
+    let rq = rule_quality(&scored.iter().map(|(i, _, _, _)| cands[*i].text).collect::<Vec<_>>());
 
     let mut rows: Vec<ScoreRow> = cands
         .iter()
@@ -168,10 +183,11 @@ pub fn score_problem(cands: &[Candidate], opts: &ScoreOptions) -> Vec<ScoreRow> 
             ScoreRow::skipped(c, reason)
         })
         .collect();
-    for (j, (i, stats, truncated)) in scored.iter().enumerate() {
+    for (j, (i, stats, truncated, n_turns)) in scored.iter().enumerate() {
         let (c, t) = (&cands[*i], &ts[j]);
         rows[*i] = ScoreRow {
             n_tokens: Some(stats.n_tokens as u64),
+            n_turns: *n_turns as u64,
             truncated: *truncated,
             g_hat: g[j],
             token_len: Some(stats.n_tokens as u64),
@@ -286,9 +302,9 @@ mod tests {
         let (pa, pb) = ((-1f64).exp(), (-3f64).exp());
         let (ba, bb) = (0.2 - 2.0 * pa + 1.0, 0.5 - 2.0 * pb + 1.0);
         let cands = vec![
-            cand(0, Outcome::Scored { stats: one_token(pa, 0.2), truncated: false }, 10),
+            cand(0, Outcome::Scored { stats: one_token(pa, 0.2), truncated: false, n_turns: 1 }, 10),
             cand(1, Outcome::Skipped("prompt fills --max-len".into()), 30),
-            cand(2, Outcome::Scored { stats: one_token(pb, 0.5), truncated: true }, 20),
+            cand(2, Outcome::Scored { stats: one_token(pb, 0.5), truncated: true, n_turns: 1 }, 20),
         ];
         let rows = score_problem(&cands, &ScoreOptions::default());
         assert_eq!(rows.len(), 3);
@@ -316,8 +332,8 @@ mod tests {
         let st = two_token_stats();
         let other = one_token((-1f64).exp(), 0.2);
         let cands = vec![
-            cand(0, Outcome::Scored { stats: st, truncated: false }, 5),
-            cand(1, Outcome::Scored { stats: other, truncated: false }, 5),
+            cand(0, Outcome::Scored { stats: st, truncated: false, n_turns: 1 }, 5),
+            cand(1, Outcome::Scored { stats: other, truncated: false, n_turns: 1 }, 5),
         ];
         let opts = ScoreOptions { brier: BrierMode::TopK(50), seed: 1 };
         let rows = score_problem(&cands, &opts);
@@ -330,7 +346,8 @@ mod tests {
 
     #[test]
     fn empty_span_is_skipped_and_json_has_nulls() {
-        let cands = vec![cand(0, Outcome::Scored { stats: TrajectoryStats::default(), truncated: false }, 3)];
+        let cands =
+            vec![cand(0, Outcome::Scored { stats: TrajectoryStats::default(), truncated: false, n_turns: 1 }, 3)];
         let rows = score_problem(&cands, &ScoreOptions::default());
         assert_eq!(rows[0].skipped.as_deref(), Some("empty scored span"));
         let js = serde_json::to_string(&rows[0]).unwrap();
@@ -344,7 +361,7 @@ mod tests {
     fn score_all_groups_by_first_appearance() {
         let mk = |pid: i64, cid: i64| Candidate {
             problem_id: pid,
-            ..cand(cid, Outcome::Scored { stats: one_token(0.5, 0.3), truncated: false }, 1)
+            ..cand(cid, Outcome::Scored { stats: one_token(0.5, 0.3), truncated: false, n_turns: 1 }, 1)
         };
         let rows = score_all(&[mk(5, 0), mk(2, 0), mk(5, 1)], &ScoreOptions::default());
         let ids: Vec<(i64, i64)> = rows.iter().map(|r| (r.problem_id, r.candidate_id)).collect();

@@ -27,12 +27,18 @@ pub const SPECIAL_TOKEN_NAMES: [&str; 7] =
     ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
 
 const TEMPLATE_NAME: &str = "chat_template";
+/// A `[start, end)` range of bytes of a rendering.
+pub type ByteRange = (usize, usize);
+/// The same template writing marks around its `{% generation %}` blocks (when it has any).
+const MARKED_NAME: &str = "chat_template_marked";
 
 pub struct ChatTemplate {
     source: String,
     origin: String,
     special_tokens: BTreeMap<String, String>,
     env: Environment<'static>,
+    /// The template has `{% generation %}` blocks.
+    marked: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -200,7 +206,82 @@ impl ChatTemplate {
         env.add_template_owned(TEMPLATE_NAME, jinja_compat::rewrite_generation_tags(&source)).map_err(|e| {
             LarkError::input(origin.clone(), format!("chat template does not compile: {}", error_text(&e)))
         })?;
-        Ok(ChatTemplate { source, origin, special_tokens, env })
+        let marked = match jinja_compat::rewrite_generation_tags_marked(&source) {
+            Some(m) => {
+                env.add_template_owned(MARKED_NAME, m).map_err(|e| {
+                    LarkError::input(origin.clone(), format!("chat template does not compile: {}", error_text(&e)))
+                })?;
+                true
+            }
+            None => false,
+        };
+        Ok(ChatTemplate { source, origin, special_tokens, env, marked })
+    }
+
+    /// Whether the template marks assistant text with `{% generation %}` blocks.
+    pub fn has_generation_blocks(&self) -> bool {
+        self.marked
+    }
+
+    /// The rendering of [`ChatTemplate::render_with_tools`] and the byte ranges of its text that `{% generation %}`
+    /// blocks wrote (what HF's `return_assistant_tokens_mask` marks), in order. `None` without such blocks.
+    pub fn render_generation_ranges(
+        &self,
+        messages: &[Message],
+        tools: Option<&[Json]>,
+    ) -> Result<Option<(String, Vec<ByteRange>)>> {
+        if !self.marked {
+            return Ok(None);
+        }
+        let plain = self.render_with_tools(messages, tools, false)?;
+        let marked = self.render_named(MARKED_NAME, messages, tools, false, true)?;
+        let (open, close) = (jinja_compat::GEN_OPEN, jinja_compat::GEN_CLOSE);
+        let refuse = |why: &str| {
+            LarkError::Unsupported(format!(
+                "{}: the {{% generation %}} blocks of this template cannot be located in its rendering: {why}",
+                self.origin
+            ))
+        };
+        if plain.contains(open) || plain.contains(close) {
+            return Err(refuse("the conversation contains lark's marker text"));
+        }
+        let (mut text, mut ranges) = (String::with_capacity(plain.len()), Vec::<usize>::new());
+        let mut rest = marked.as_str();
+        loop {
+            let next_open = rest.find(open);
+            let next_close = rest.find(close);
+            match (next_open, next_close) {
+                (None, None) => {
+                    text.push_str(rest);
+                    break;
+                }
+                (Some(o), c) if c.is_none_or(|c| o < c) => {
+                    if ranges.len() % 2 == 1 {
+                        return Err(refuse("nested blocks"));
+                    }
+                    text.push_str(&rest[..o]);
+                    ranges.push(text.len());
+                    rest = &rest[o + open.len()..];
+                }
+                (_, Some(c)) => {
+                    if ranges.len() % 2 == 0 {
+                        return Err(refuse("an end without a start"));
+                    }
+                    text.push_str(&rest[..c]);
+                    ranges.push(text.len());
+                    rest = &rest[c + close.len()..];
+                }
+                (Some(_), None) => unreachable!("covered by the arm above"),
+            }
+        }
+        if ranges.len() % 2 == 1 {
+            return Err(refuse("a start without an end"));
+        }
+        if text != plain {
+            return Err(refuse("the marked rendering differs from the plain one"));
+        }
+        let ranges = ranges.chunks(2).map(|p| (p[0], p[1])).filter(|(a, b)| a < b).collect();
+        Ok(Some((plain, ranges)))
     }
 
     /// The template text as stored.
@@ -220,15 +301,42 @@ impl ChatTemplate {
 
     /// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// `tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=...)`; `None`
+    /// renders `tools` as none; an empty list stays an empty list (as HF passes it: Llama 3.1's template tells
+    /// the two apart).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[Json]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        self.render_named(TEMPLATE_NAME, messages, tools, add_generation_prompt, false)
+    }
+
+    fn render_named(
+        &self,
+        name: &str,
+        messages: &[Message],
+        tools: Option<&[Json]>,
+        add_generation_prompt: bool,
+        marks: bool,
+    ) -> Result<String> {
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
         for (k, v) in &self.special_tokens {
             ctx.insert(k.as_str(), Value::from(v.as_str()));
         }
         ctx.insert("messages", Value::from_serialize(messages));
-        ctx.insert("tools", Value::from(()));
+        ctx.insert("tools", tools.map_or(Value::from(()), Value::from_serialize));
         ctx.insert("documents", Value::from(()));
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
-        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(|e| LarkError::Other(e.to_string()))?;
+        if marks {
+            ctx.insert("__lark_generation_open", Value::from(jinja_compat::GEN_OPEN));
+            ctx.insert("__lark_generation_close", Value::from(jinja_compat::GEN_CLOSE));
+        }
+        let tmpl = self.env.get_template(name).map_err(|e| LarkError::Other(e.to_string()))?;
         tmpl.render(ctx)
             .map_err(|e| LarkError::input(self.origin.clone(), format!("rendering failed: {}", error_text(&e))))
     }
@@ -322,6 +430,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/d/tokenizer_config.json: chat_template: chat template does not compile"), "{e}");
+    }
+
+    #[test]
+    fn generation_blocks_are_located_with_the_same_whitespace() {
+        let src = "{% for m in messages %}<{{ m.role }}>\n  {%- if m.role == 'assistant' %}\n    {%- generation -%}\n  [{{ m.content }}]\n  {%- endgeneration %}\n!{% else %}{{ m.content }}{% endif %}{% endfor %}";
+        let t = tmpl(src);
+        let (text, blocks) = t.render_generation_ranges(&chat(), None).unwrap().unwrap();
+        assert_eq!(text, t.render(&chat(), false).unwrap());
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(&text[blocks[0].0..blocks[0].1], "[A]");
+        assert!(tmpl("{{ messages[0].content }}").render_generation_ranges(&chat(), None).unwrap().is_none());
+        // The conversation may not carry lark's marks.
+        let mut m = chat();
+        m[1].content = Some(jinja_compat::GEN_OPEN.to_string());
+        assert!(t.render_generation_ranges(&m, None).unwrap_err().to_string().contains("marker text"));
     }
 
     #[test]

@@ -272,6 +272,51 @@ pub fn method_callback(state: &minijinja::State, value: &Value, method: &str, ar
     minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
+/// Marks written around each `{% generation %}` block's output by [`rewrite_generation_tags_marked`].
+pub const GEN_OPEN: &str = "\u{E000}lark-generation-open\u{E001}";
+pub const GEN_CLOSE: &str = "\u{E000}lark-generation-close\u{E001}";
+
+/// [`rewrite_generation_tags`] that also writes [`GEN_OPEN`] / [`GEN_CLOSE`] around each block's output, with
+/// the same whitespace: `{%L generation R%}` becomes `{%L if true %}{{ OPEN }}{% if true R%}` (the outer tags
+/// keep the original's trimming, the inner ones touch no text) and the end tag likewise. `None` when the
+/// template has no generation block.
+pub fn rewrite_generation_tags_marked(source: &str) -> Option<String> {
+    let plain = rewrite_generation_tags(source);
+    if plain == source {
+        return None;
+    }
+    // Variables the marked render sets to GEN_OPEN / GEN_CLOSE.
+    let open = "{{ __lark_generation_open }}";
+    let close = "{{ __lark_generation_close }}";
+    let mut out = String::with_capacity(source.len() + 64);
+    let mut rest = source;
+    while let Some(start) = rest.find("{%") {
+        out.push_str(&rest[..start]);
+        let tag = &rest[start..];
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
+            out.push_str(tag);
+            return Some(out);
+        };
+        let inner = &tag[2..end];
+        let (lead, body) = match inner.chars().next() {
+            Some(c @ ('-' | '+')) => (c.to_string(), &inner[1..]),
+            _ => (String::new(), inner),
+        };
+        let (body, trail) = match body.chars().last() {
+            Some(c @ ('-' | '+')) => (&body[..body.len() - 1], c.to_string()),
+            _ => (body, String::new()),
+        };
+        match body.trim() {
+            "generation" => out.push_str(&format!("{{%{lead} if true %}}{open}{{% if true {trail}%}}")),
+            "endgeneration" => out.push_str(&format!("{{%{lead} endif %}}{close}{{% endif {trail}%}}")),
+            _ => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// HF registers a `{% generation %}...{% endgeneration %}` block (assistant-token tracking) whose body renders
 /// unchanged. minijinja does not know the tag, so rewrite it to `{% if true %}...{% endif %}`: also a block tag,
 /// so trim_blocks/lstrip_blocks and `-`/`+` whitespace control act on it exactly as before.

@@ -1,8 +1,13 @@
-//! Chat messages as they come from a pool, and the shape a scorable trajectory must have.
+//! Chat messages as they come from a pool, and the shape a scorable conversation must have.
 //!
-//! A trajectory is `[system?, user..., assistant]`: an optional system prompt first, at least one user turn, and
-//! exactly one assistant turn, last. Every `content` is a string. Keys other than `role` and `content` are kept
-//! (`extra`) and passed to the chat template, as HF's `apply_chat_template` passes the whole message dict.
+//! A conversation is `[system?, user, ...]` with any number of assistant turns after the first user message,
+//! interleaved with user and `tool` messages: an optional system prompt first (and only there), a user message
+//! before the first assistant turn, every assistant message with `content` or `tool_calls` (a list), every tool
+//! message after an assistant turn. Messages after the last assistant turn cannot influence any scored token and
+//! are dropped ([`scored_prefix`]). `content` is a string, or absent/null (an assistant message that only calls
+//! tools). Keys other than `role` and `content` (`tool_calls`, `name`, `tool_call_id`, `reasoning_content`, ...)
+//! are kept (`extra`) in their input order and passed to the chat template, as HF's `apply_chat_template` passes
+//! the whole message dict.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -12,15 +17,17 @@ use crate::error::{LarkError, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
-    pub content: String,
-    /// Any other keys of the message object (e.g. `reasoning_content`), rendered as HF would.
+    /// `None`: the message had no `content` or a null one (HF drops null keys; the template sees it undefined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Any other keys of the message object (e.g. `reasoning_content`, `tool_calls`), rendered as HF would.
     #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Message { role: role.into(), content: content.into(), extra: Map::new() }
+        Message { role: role.into(), content: Some(content.into()), extra: Map::new() }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new("system", content)
@@ -30,6 +37,34 @@ impl Message {
     }
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new("assistant", content)
+    }
+    pub fn tool(content: impl Into<String>) -> Self {
+        Self::new("tool", content)
+    }
+    /// The content, `""` when there is none.
+    pub fn text(&self) -> &str {
+        self.content.as_deref().unwrap_or("")
+    }
+    /// The `tool_calls` list, when the message has one.
+    pub fn tool_calls(&self) -> Option<&Vec<Value>> {
+        self.extra.get("tool_calls").and_then(Value::as_array)
+    }
+    pub fn is_assistant(&self) -> bool {
+        self.role == "assistant"
+    }
+}
+
+/// The indices of the assistant messages, in order.
+pub fn assistant_indices(messages: &[Message]) -> Vec<usize> {
+    messages.iter().enumerate().filter(|(_, m)| m.is_assistant()).map(|(i, _)| i).collect()
+}
+
+/// The conversation up to and including its last assistant turn (what is scored; later messages cannot
+/// influence it). The whole slice when there is no assistant turn (validation reports that).
+pub fn scored_prefix(messages: &[Message]) -> &[Message] {
+    match messages.iter().rposition(Message::is_assistant) {
+        Some(i) => &messages[..=i],
+        None => messages,
     }
 }
 
@@ -58,18 +93,28 @@ pub fn parse_messages(value: &Value, location: &str) -> Result<Vec<Message>> {
                 format!("expected an object, found {}", kind_name(m)),
             )
         })?;
-        let field = |name: &str| -> Result<String> {
-            match obj.get(name) {
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => Err(LarkError::input(
-                    format!("{location}: messages[{i}].{name}"),
+        let role = match obj.get("role") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(LarkError::input(
+                    format!("{location}: messages[{i}].role"),
                     format!("expected a string, found {}", kind_name(other)),
-                )),
-                None => Err(LarkError::input(format!("{location}: messages[{i}]"), format!("missing field `{name}`"))),
+                ))
             }
+            None => return Err(LarkError::input(format!("{location}: messages[{i}]"), "missing field `role`")),
         };
-        let role = field("role")?;
-        let content = field("content")?;
+        let content = match obj.get("content") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // An assistant message that only calls tools may have no content (checked by validate_chat).
+            None | Some(Value::Null) if role == "assistant" => None,
+            Some(other) if !other.is_null() => {
+                return Err(LarkError::input(
+                    format!("{location}: messages[{i}].content"),
+                    format!("expected a string, found {}", kind_name(other)),
+                ))
+            }
+            _ => return Err(LarkError::input(format!("{location}: messages[{i}]"), "missing field `content`")),
+        };
         // HF drops None-valued keys before rendering; do the same so templates see the same message.
         let extra = obj
             .iter()
@@ -81,51 +126,93 @@ pub fn parse_messages(value: &Value, location: &str) -> Result<Vec<Message>> {
     Ok(out)
 }
 
-/// Check that `messages` is `[system?, user..., assistant]` (see the module doc). `location` prefixes errors.
+/// Check the conversation's shape (see the module doc); `location` prefixes errors. Messages after the last
+/// assistant turn are allowed (callers drop them with [`scored_prefix`]).
 pub fn validate_chat(messages: &[Message], location: &str) -> Result<()> {
     let err = |field: String, msg: String| LarkError::input(format!("{location}: {field}"), msg);
     if messages.is_empty() {
         return Err(err("messages".into(), "empty conversation: expected [system?, user, assistant]".into()));
     }
-    let last = messages.len() - 1;
-    let mut n_user = 0;
-    for (i, m) in messages.iter().enumerate() {
+    let Some(last_assistant) = messages.iter().rposition(Message::is_assistant) else {
+        let last = messages.len() - 1;
+        return Err(err(
+            format!("messages[{last}].role"),
+            format!(
+                "missing assistant turn: no message has role `assistant` (the last has role `{}`)",
+                messages[last].role
+            ),
+        ));
+    };
+    let (mut seen_user, mut seen_assistant) = (false, false);
+    for (i, m) in messages[..=last_assistant].iter().enumerate() {
         match m.role.as_str() {
             "system" if i == 0 => {}
             "system" => {
                 return Err(err(format!("messages[{i}].role"), "a system message is only allowed first".into()));
             }
-            "user" => n_user += 1,
-            "assistant" if i == last => {}
+            "user" => seen_user = true,
             "assistant" => {
-                return Err(err(
-                    format!("messages[{i}].role"),
-                    "an assistant message before the end: expected exactly one assistant turn, last".into(),
-                ));
+                if !seen_user {
+                    return Err(err("messages".into(), "no user message before the first assistant turn".into()));
+                }
+                match m.extra.get("tool_calls") {
+                    None => {}
+                    Some(Value::Array(calls)) => {
+                        if let Some(k) = calls.iter().position(|c| !c.is_object()) {
+                            return Err(err(
+                                format!("messages[{i}].tool_calls[{k}]"),
+                                format!("expected an object, found {}", kind_name(&calls[k])),
+                            ));
+                        }
+                    }
+                    Some(other) => {
+                        return Err(err(
+                            format!("messages[{i}].tool_calls"),
+                            format!("expected a list of tool calls, found {}", kind_name(other)),
+                        ));
+                    }
+                }
+                if m.content.is_none() && m.tool_calls().is_none_or(|c| c.is_empty()) {
+                    return Err(err(
+                        format!("messages[{i}].content"),
+                        "an assistant message needs `content` or `tool_calls`: it has neither".into(),
+                    ));
+                }
+                seen_assistant = true;
+            }
+            "tool" => {
+                if !seen_user {
+                    return Err(err(
+                        format!("messages[{i}].role"),
+                        "a tool message before any user message (tool results answer an assistant's tool calls)".into(),
+                    ));
+                }
+                if !seen_assistant {
+                    return Err(err(
+                        format!("messages[{i}].role"),
+                        "a tool message before any assistant turn (tool results answer an assistant's tool calls)"
+                            .into(),
+                    ));
+                }
             }
             other => {
                 return Err(err(
                     format!("messages[{i}].role"),
-                    format!("unsupported role `{other}` (expected system, user or assistant)"),
+                    format!("unsupported role `{other}` (expected system, user, assistant or tool)"),
                 ));
             }
         }
     }
-    if messages[last].role != "assistant" {
-        return Err(err(
-            format!("messages[{last}].role"),
-            format!("missing assistant turn: the last message has role `{}`", messages[last].role),
-        ));
-    }
-    if n_user == 0 {
-        return Err(err("messages".into(), "no user message before the assistant turn".into()));
-    }
     Ok(())
 }
 
-/// The conversation without its (final) assistant turn: what the LARK authors render as the prompt.
+/// The conversation before its last assistant turn: the prompt of the final turn, as the LARK authors render it
+/// (for a single-turn chat, the chat without its assistant message).
 pub fn without_assistant(messages: &[Message]) -> Vec<Message> {
-    messages.iter().filter(|m| m.role != "assistant").cloned().collect()
+    match messages.iter().rposition(Message::is_assistant) {
+        Some(i) => messages[..i].to_vec(),
+        None => messages.to_vec(),
+    }
 }
 
 #[cfg(test)]
@@ -157,23 +244,59 @@ mod tests {
     }
 
     #[test]
-    fn assistant_not_last_or_twice_is_an_error() {
-        let mut m = chat();
-        m.push(Message::user("again"));
-        let e = validate_chat(&m, "f").unwrap_err().to_string();
-        assert!(e.contains("messages[2].role") && e.contains("before the end"), "{e}");
-        let m = vec![Message::user("u"), Message::assistant("a"), Message::assistant("b")];
-        assert!(validate_chat(&m, "f").unwrap_err().to_string().contains("messages[1].role"));
+    fn several_assistant_turns_and_tools_are_valid() {
+        let mut call = Message::assistant("");
+        call.content = None;
+        call.extra
+            .insert("tool_calls".into(), json!([{"type": "function", "function": {"name": "f", "arguments": {}}}]));
+        let m = vec![
+            Message::system("s"),
+            Message::user("u"),
+            call,
+            Message::tool("42"),
+            Message::assistant("a"),
+            Message::user("again"),
+            Message::assistant("b"),
+            Message::user("trailing"),
+        ];
+        validate_chat(&m, "f").unwrap();
+        assert_eq!(assistant_indices(&m), vec![2, 4, 6]);
+        assert_eq!(scored_prefix(&m).len(), 7);
+        assert_eq!(without_assistant(scored_prefix(&m)).len(), 6);
     }
 
     #[test]
     fn bad_roles_are_errors() {
         let m = vec![Message::user("u"), Message::system("late"), Message::assistant("a")];
         assert!(validate_chat(&m, "f").unwrap_err().to_string().contains("only allowed first"));
-        let m = vec![Message::new("tool", "x"), Message::user("u"), Message::assistant("a")];
-        assert!(validate_chat(&m, "f").unwrap_err().to_string().contains("unsupported role `tool`"));
+        let m = vec![Message::new("critic", "x"), Message::user("u"), Message::assistant("a")];
+        assert!(validate_chat(&m, "f").unwrap_err().to_string().contains("unsupported role `critic`"));
         let m = vec![Message::system("s"), Message::assistant("a")];
         assert!(validate_chat(&m, "f").unwrap_err().to_string().contains("no user message"));
+        // A late system message after the last assistant turn is dropped, not checked.
+        validate_chat(&[Message::user("u"), Message::assistant("a"), Message::system("x")], "f").unwrap();
+    }
+
+    #[test]
+    fn tool_messages_and_tool_calls_are_checked() {
+        let m = vec![Message::tool("r"), Message::user("u"), Message::assistant("a")];
+        let e = validate_chat(&m, "f:3").unwrap_err().to_string();
+        assert_eq!(e, "f:3: messages[0].role: a tool message before any user message (tool results answer an assistant's tool calls)");
+        let m = vec![Message::user("u"), Message::tool("r"), Message::assistant("a")];
+        assert!(validate_chat(&m, "f").unwrap_err().to_string().contains("before any assistant turn"));
+        let mut a = Message::assistant("");
+        a.content = None;
+        let m = vec![Message::user("u"), a.clone()];
+        let e = validate_chat(&m, "f").unwrap_err().to_string();
+        assert_eq!(e, "f: messages[1].content: an assistant message needs `content` or `tool_calls`: it has neither");
+        a.extra.insert("tool_calls".into(), json!([]));
+        assert!(validate_chat(&[Message::user("u"), a.clone()], "f").unwrap_err().to_string().contains("neither"));
+        a.extra.insert("tool_calls".into(), json!({"name": "f"}));
+        let e = validate_chat(&[Message::user("u"), a.clone()], "f").unwrap_err().to_string();
+        assert_eq!(e, "f: messages[1].tool_calls: expected a list of tool calls, found an object");
+        a.extra.insert("tool_calls".into(), json!(["f"]));
+        let e = validate_chat(&[Message::user("u"), a], "f").unwrap_err().to_string();
+        assert!(e.contains("messages[1].tool_calls[0]: expected an object, found a string"), "{e}");
     }
 
     #[test]
@@ -184,6 +307,9 @@ mod tests {
         let v = json!([{"role": "user"}]);
         let e = parse_messages(&v, "p").unwrap_err().to_string();
         assert_eq!(e, "p: messages[0]: missing field `content`");
+        // An assistant may have no content (a tool-calling turn); validate_chat decides whether that is allowed.
+        let v = json!([{"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]}]);
+        assert_eq!(parse_messages(&v, "p").unwrap()[0].content, None);
         let v = json!([{"role": 3, "content": "x"}]);
         assert!(parse_messages(&v, "p").unwrap_err().to_string().contains("messages[0].role: expected a string"));
         let v = json!({"role": "user"});

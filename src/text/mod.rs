@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use chat_template::ChatTemplate;
-pub use message::{parse_messages, validate_chat, without_assistant, Message};
-pub use span::{Prepared, SkipReason, SpanMode, TemplateFamily, Trajectory, DEFAULT_MAX_LEN};
+pub use message::{assistant_indices, parse_messages, scored_prefix, validate_chat, without_assistant, Message};
+pub use span::{Prepared, SkipReason, SpanMode, TemplateFamily, Trajectory, Turns, DEFAULT_MAX_LEN};
 pub use tokenizer::{Encoded, Tokenizer};
 
 use crate::error::{LarkError, Result};
@@ -74,18 +74,61 @@ impl TextPipeline {
         TemplateFamily::detect(&self.tokenizer, self.template.source(), self.template.origin())
     }
 
-    /// Validate `messages` (errors located at `messages[i]...`), render, tokenise, truncate at `max_len` and find
-    /// the span `mode` scores.
+    /// [`TextPipeline::conversation`] without tools, every assistant turn scored.
     pub fn trajectory(&self, messages: &[Message], mode: SpanMode, max_len: usize) -> Result<Prepared> {
+        self.conversation(messages, None, mode, Turns::All, max_len)
+    }
+
+    /// `apply_chat_template(messages, tools=tools, tokenize=False, ...)`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        self.template.render_with_tools(messages, tools, add_generation_prompt)
+    }
+
+    /// Validate `messages` (errors located at `messages[i]...`), drop what follows the last assistant turn,
+    /// render the whole conversation once (with `tools`), tokenise, truncate at `max_len` and find the positions
+    /// `mode` scores in the assistant turns `turns` selects. A single scored turn (one assistant message, or
+    /// `Turns::Last`) is found exactly as the reference single-turn code finds it; several are located in the
+    /// one rendering by the template family's markers ([`span::multi_turn_span`]), so each turn's context is
+    /// exactly what that rendering shows (the Qwen3 template drops the thinking of turns before the last user
+    /// query: so does the context here). A template without known markers is refused for several turns.
+    pub fn conversation(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        mode: SpanMode,
+        turns: Turns,
+        max_len: usize,
+    ) -> Result<Prepared> {
         validate_chat(messages, "chat")?;
-        let full = self.render(messages, false)?;
-        match mode {
-            SpanMode::Turn => {
-                let prompt = self.render(&without_assistant(messages), true)?;
-                span::turn_span(&self.tokenizer, &full, &prompt, max_len)
-            }
-            SpanMode::Content => span::content_span(&self.tokenizer, self.family()?, &full, max_len),
+        let messages = scored_prefix(messages);
+        // A template that marks assistant text with {% generation %} blocks: that mask defines the turns.
+        if let Some((text, blocks)) = self.template.render_generation_ranges(messages, tools)? {
+            return span::generation_span(&self.tokenizer, mode, turns, &text, &blocks, max_len);
         }
+        let n_assistant = assistant_indices(messages).len();
+        let full = self.render_with_tools(messages, tools, false)?;
+        let prompt = match mode {
+            SpanMode::Turn => Some(self.render_with_tools(&without_assistant(messages), tools, true)?),
+            SpanMode::Content => None,
+        };
+        if n_assistant == 1 || turns == Turns::Last {
+            return match prompt {
+                Some(prompt) => span::turn_span(&self.tokenizer, &full, &prompt, max_len),
+                None => span::content_span(&self.tokenizer, self.family()?, &full, max_len),
+            };
+        }
+        let family = self.family().map_err(|e| {
+            LarkError::Unsupported(format!(
+                "{n_assistant} assistant turns to score, but their positions cannot be located in this template's \
+                 rendering: {e} (use --turns last to score only the final turn)"
+            ))
+        })?;
+        span::multi_turn_span(&self.tokenizer, family, mode, &full, prompt.as_deref(), n_assistant, max_len)
     }
 
     /// SHA-256 over `tokenizer.json`, the template text and the special tokens passed to it: two pipelines with

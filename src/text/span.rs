@@ -99,14 +99,56 @@ impl TemplateFamily {
     }
 }
 
-/// A tokenised trajectory and its scored span.
+/// Which assistant turns of a conversation are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Turns {
+    /// Every assistant turn, each with the whole conversation before it as context (default).
+    #[default]
+    All,
+    /// Only the final assistant turn (the single-turn behaviour).
+    Last,
+}
+
+impl Turns {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Turns::All => "all",
+            Turns::Last => "last",
+        }
+    }
+}
+
+impl std::fmt::Display for Turns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Turns {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(Turns::All),
+            "last" => Ok(Turns::Last),
+            _ => Err(format!("unknown turns `{s}` (all, last)")),
+        }
+    }
+}
+
+/// A tokenised trajectory and its scored positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trajectory {
     /// The whole (truncated) token sequence.
     pub ids: Vec<u32>,
-    /// Positions `score_from..score_to` are scored, each with gold token `ids[t]`; `1 <= score_from < score_to`.
+    /// The scored positions lie in `score_from..score_to` (the first turn's start to the last turn's end), each
+    /// with gold token `ids[t]`; `1 <= score_from < score_to`. The backend runs this covering range.
     pub score_from: usize,
     pub score_to: usize,
+    /// The scored ranges, one per scored assistant turn, in order, disjoint, non-empty, covering `score_from` and
+    /// `score_to`: `[(score_from, score_to)]` for a single turn. Positions between them (user and tool messages,
+    /// headers) are context only.
+    pub turns: Vec<(usize, usize)>,
     /// The sequence was cut at the maximum length.
     pub truncated: bool,
     /// Turn: length of the (truncated) tokenised prompt. Content: number of tokens before the content.
@@ -124,16 +166,40 @@ pub struct Trajectory {
 }
 
 impl Trajectory {
-    /// What the backend consumes: the ids up to the span's end (later tokens cannot influence it).
+    /// What the backend consumes: the ids up to the last turn's end (later tokens cannot influence it), with
+    /// statistics asked for the covering range `score_from..score_to`; [`Trajectory::keep_scored`] keeps the
+    /// turns' positions of them. Per-token statistics depend only on the ids before the position, so this is
+    /// exact; the cost is the LM head and reductions on the context positions between turns.
     pub fn request(&self) -> SeqRequest<'_> {
         SeqRequest { ids: &self.ids[..self.score_to], score_from: self.score_from }
     }
+    /// Scored positions (all turns).
     pub fn n_scored(&self) -> usize {
+        self.turns.iter().map(|(a, b)| b - a).sum()
+    }
+    /// Positions the backend computes statistics for (`score_to - score_from`).
+    pub fn n_covered(&self) -> usize {
         self.score_to - self.score_from
     }
+    pub fn n_turns(&self) -> usize {
+        self.turns.len()
+    }
+    /// From per-position values over the covering range (`n_covered` of them), those of the scored turns.
+    pub fn keep_scored<T>(&self, covered: Vec<T>) -> Vec<T> {
+        if self.turns.len() == 1 {
+            return covered;
+        }
+        let mut keep = vec![false; covered.len()];
+        for &(a, b) in &self.turns {
+            for k in keep.iter_mut().take(b - self.score_from).skip(a - self.score_from) {
+                *k = true;
+            }
+        }
+        covered.into_iter().zip(keep).filter(|(_, k)| *k).map(|(v, _)| v).collect()
+    }
     /// The gold ids of the scored positions.
-    pub fn scored_ids(&self) -> &[u32] {
-        &self.ids[self.score_from..self.score_to]
+    pub fn scored_ids(&self) -> Vec<u32> {
+        self.turns.iter().flat_map(|&(a, b)| self.ids[a..b].iter().copied()).collect()
     }
 }
 
@@ -219,6 +285,7 @@ pub fn turn_span(tokenizer: &Tokenizer, full_text: &str, prompt_text: &str, max_
         ids: full.ids,
         score_from: prompt_len,
         score_to: full_len,
+        turns: vec![(prompt_len, full_len)],
         truncated,
         prompt_len,
         full_len,
@@ -280,12 +347,211 @@ pub fn content_span(
     Ok(Prepared::Ready(Trajectory {
         score_from: from,
         score_to: to,
+        turns: vec![(from, to)],
         truncated,
         prompt_len: from,
         full_len: full.ids.len(),
         untruncated_len: full.untruncated_len,
         prompt_is_prefix: true,
         other_spans: spans.len() - 1,
+        ids: full.ids,
+    }))
+}
+
+/// One assistant turn found in a rendering's ids: its content `content.0..content.1` (strictly between the
+/// header and the end marker) and `end`, the position after its end marker (`content.1` when the ids end first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocatedTurn {
+    pub content: (usize, usize),
+    pub end: usize,
+}
+
+/// Every header .. end-marker span of `ids`, in order, empty ones kept (the scan of
+/// [`scan_assistant_spans`], which drops them).
+pub fn locate_turns(ids: &[u32], header: &[u32], end: &[u32]) -> Vec<LocatedTurn> {
+    let (n, h, e) = (ids.len(), header.len(), end.len());
+    let mut out = Vec::new();
+    if h == 0 || e == 0 {
+        return out;
+    }
+    let mut i = 0;
+    while i + h <= n {
+        if ids[i..i + h] != *header {
+            i += 1;
+            continue;
+        }
+        let st = i + h;
+        let mut j = st;
+        while j + e <= n && ids[j..j + e] != *end {
+            j += 1;
+        }
+        if j + e <= n {
+            out.push(LocatedTurn { content: (st, j), end: j + e });
+            i = j + e;
+        } else {
+            out.push(LocatedTurn { content: (st, n), end: n });
+            i = n;
+        }
+    }
+    out
+}
+
+/// Several assistant turns located in ONE rendering of the whole conversation (`full_text`), by the template
+/// family's marker tokens: the rendering must show exactly `n_assistant` assistant headers (else the turns
+/// cannot be told apart and the conversation is refused, never guessed). Per turn, [`SpanMode::Content`] scores
+/// the content; [`SpanMode::Turn`] the content and the end marker, and the final turn as the single-turn
+/// convention does, `[len(prompt), len(full))` with `prompt_text` the rendering of everything before the final
+/// turn with the generation prompt. Truncation at `max_len` cuts the turns it reaches; turns it removes are
+/// not scored; none left is a skip.
+pub fn multi_turn_span(
+    tokenizer: &Tokenizer,
+    family: TemplateFamily,
+    mode: SpanMode,
+    full_text: &str,
+    prompt_text: Option<&str>,
+    n_assistant: usize,
+    max_len: usize,
+) -> Result<Prepared> {
+    let (header_text, end_text) = family.markers();
+    let header = tokenizer.encode_plain(header_text)?;
+    let end = tokenizer.encode_plain(end_text)?;
+    let special = mode == SpanMode::Turn;
+    let full = tokenizer.encode_with(full_text, special, Some(max_len))?;
+    let truncated = full.truncated();
+    // Locate in the untruncated ids, so that the count check sees every turn.
+    let whole;
+    let all_ids = if truncated {
+        whole = tokenizer.encode_with(full_text, special, None)?;
+        &whole.ids
+    } else {
+        &full.ids
+    };
+    let located = locate_turns(all_ids, &header, &end);
+    if located.len() != n_assistant {
+        return Err(LarkError::Unsupported(format!(
+            "the rendering shows {} assistant turns ({header_text:?} .. {end_text:?}) for {n_assistant} assistant \
+             messages: the turns cannot be located in it (a message that contains the header text, or a template \
+             that does not write every assistant turn); not scored (--turns last scores only the final turn)",
+            located.len()
+        )));
+    }
+    let n = full.ids.len();
+    let mut turns: Vec<(usize, usize)> = Vec::with_capacity(located.len());
+    let (mut prompt_len, mut prompt_is_prefix) = (located[0].content.0, true);
+    for (k, t) in located.iter().enumerate() {
+        let last = k + 1 == located.len();
+        let (a, b) = match mode {
+            SpanMode::Content => t.content,
+            SpanMode::Turn if !last => (t.content.0, t.end),
+            SpanMode::Turn => {
+                let prompt = tokenizer.encode_with(prompt_text.unwrap_or_default(), true, Some(max_len))?;
+                let p = prompt.ids.len();
+                prompt_is_prefix = full.ids.starts_with(&prompt.ids);
+                if turns.is_empty() {
+                    prompt_len = p;
+                }
+                if let Some(&(_, prev)) = turns.last() {
+                    if p < prev {
+                        return Err(LarkError::Unsupported(format!(
+                            "the prompt of the final assistant turn renders to {p} tokens, inside the previous \
+                             turn (which ends at {prev}): the template rewrites the conversation before the final \
+                             turn; use --span content"
+                        )));
+                    }
+                }
+                // The LARK authors' rule for the final turn: fewer than 2 tokens is nothing to score.
+                if p + 1 >= n {
+                    break;
+                }
+                (p, n)
+            }
+        };
+        let (a, b) = (a.min(n), b.min(n));
+        if a < b && a >= 1 {
+            turns.push((a, b));
+        }
+    }
+    let (Some(&(from, _)), Some(&(_, to))) = (turns.first(), turns.last()) else {
+        return Ok(Prepared::Skipped(match mode {
+            SpanMode::Turn => SkipReason::PromptNotShorter { prompt_len, full_len: n, truncated },
+            SpanMode::Content => SkipReason::NoAssistantContent { full_len: n, truncated },
+        }));
+    };
+    Ok(Prepared::Ready(Trajectory {
+        score_from: from,
+        score_to: to,
+        turns,
+        truncated,
+        prompt_len: from,
+        full_len: n,
+        untruncated_len: full.untruncated_len,
+        prompt_is_prefix,
+        other_spans: 0,
+        ids: full.ids,
+    }))
+}
+
+/// The turns a template's `{% generation %}` blocks mark, as HF's `return_assistant_tokens_mask` marks them: for
+/// each block's byte range `[s, e)` of `text`, the tokens from the one holding byte `s` to the one holding byte
+/// `e - 1` (HF's `char_to_token`); a block whose start no token holds ends the list. The mask defines the turns
+/// under both span conventions (the template says what the assistant wrote); `--turns last` keeps the last block.
+/// Ids as the convention tokenises (`--span turn` with the post-processor's special tokens, whose positions
+/// shift the ranges), truncated at `max_len`.
+pub fn generation_span(
+    tokenizer: &Tokenizer,
+    mode: SpanMode,
+    turns: Turns,
+    text: &str,
+    blocks: &[(usize, usize)],
+    max_len: usize,
+) -> Result<Prepared> {
+    let (plain, offsets) = tokenizer.encode_offsets(text)?;
+    let holding = |b: usize| offsets.iter().position(|&(s, e)| s <= b && b < e);
+    let mut ranges = Vec::new();
+    for &(s, e) in blocks {
+        let Some(st) = holding(s) else { break };
+        let en = holding(e.saturating_sub(1)).map_or(plain.len(), |t| t + 1);
+        ranges.push((st, en.max(st)));
+    }
+    if turns == Turns::Last {
+        ranges = ranges.split_off(ranges.len().saturating_sub(1));
+    }
+    let full = tokenizer.encode_with(text, mode == SpanMode::Turn, Some(max_len))?;
+    // Special tokens the post-processor put before the text's tokens.
+    let shift = if mode == SpanMode::Turn {
+        let k = (0..=tokenizer.n_special_added().min(full.ids.len()))
+            .find(|&k| full.ids[k..].iter().zip(&plain).all(|(a, b)| a == b))
+            .ok_or_else(|| {
+                LarkError::Unsupported(
+                    "the tokenizer's special tokens do not sit before the text's tokens: the {% generation %} \
+                     ranges cannot be placed (use --span content)"
+                        .into(),
+                )
+            })?;
+        k
+    } else {
+        0
+    };
+    let n = full.ids.len();
+    let truncated = full.truncated();
+    let turns: Vec<(usize, usize)> = ranges
+        .into_iter()
+        .map(|(a, b)| ((a + shift).min(n), (b + shift).min(n)))
+        .filter(|&(a, b)| a >= 1 && a < b)
+        .collect();
+    let (Some(&(from, _)), Some(&(_, to))) = (turns.first(), turns.last()) else {
+        return Ok(Prepared::Skipped(SkipReason::NoAssistantContent { full_len: n, truncated }));
+    };
+    Ok(Prepared::Ready(Trajectory {
+        score_from: from,
+        score_to: to,
+        turns,
+        truncated,
+        prompt_len: from,
+        full_len: n,
+        untruncated_len: full.untruncated_len,
+        prompt_is_prefix: true,
+        other_spans: 0,
         ids: full.ids,
     }))
 }
@@ -312,6 +578,42 @@ mod tests {
     }
 
     #[test]
+    fn locate_keeps_empty_turns_and_end_markers() {
+        let (h, e) = ([1, 2], [3]);
+        let got = locate_turns(&[0, 1, 2, 3, 9, 1, 2, 7, 8, 3, 4, 1, 2, 6], &h, &e);
+        assert_eq!(
+            got,
+            vec![
+                LocatedTurn { content: (3, 3), end: 4 },
+                LocatedTurn { content: (7, 9), end: 10 },
+                LocatedTurn { content: (13, 14), end: 14 },
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_scored_keeps_only_turn_positions() {
+        let t = Trajectory {
+            ids: (0..12).collect(),
+            score_from: 2,
+            score_to: 10,
+            turns: vec![(2, 4), (7, 10)],
+            truncated: false,
+            prompt_len: 2,
+            full_len: 12,
+            untruncated_len: 12,
+            prompt_is_prefix: true,
+            other_spans: 0,
+        };
+        assert_eq!(t.n_scored(), 5);
+        assert_eq!(t.n_covered(), 8);
+        assert_eq!(t.keep_scored((2..10).collect::<Vec<u32>>()), vec![2, 3, 7, 8, 9]);
+        assert_eq!(t.scored_ids(), vec![2, 3, 7, 8, 9]);
+        assert_eq!("last".parse::<Turns>().unwrap(), Turns::Last);
+        assert_eq!(Turns::default().to_string(), "all");
+    }
+
+    #[test]
     fn span_mode_parses() {
         assert_eq!("turn".parse::<SpanMode>().unwrap(), SpanMode::Turn);
         assert_eq!("content".parse::<SpanMode>().unwrap(), SpanMode::Content);
@@ -325,6 +627,7 @@ mod tests {
             ids: vec![5, 6, 7, 8, 9],
             score_from: 2,
             score_to: 4,
+            turns: vec![(2, 4)],
             truncated: false,
             prompt_len: 2,
             full_len: 5,
@@ -336,7 +639,7 @@ mod tests {
         assert_eq!(r.ids, &[5, 6, 7, 8]);
         assert_eq!(r.score_from, 2);
         assert_eq!(r.n_scored(), 2);
-        assert_eq!(t.scored_ids(), &[7, 8]);
+        assert_eq!(t.scored_ids(), vec![7, 8]);
     }
 
     #[test]

@@ -106,6 +106,12 @@ impl Tokenizer {
         Ok(self.encode_with(text, true, None)?.ids)
     }
 
+    /// HF `tokenizer(text, add_special_tokens=False)`: the ids and each token's byte range in `text`.
+    pub fn encode_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<super::chat_template::ByteRange>)> {
+        let enc = self.inner.encode(text, false).map_err(|e| self.err("encoding failed", e))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
     /// HF `tokenizer(text, add_special_tokens=False)["input_ids"]`.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.encode_with(text, false, None)?.ids)

@@ -22,3 +22,16 @@ pub fn write_student(dir: &std::path::Path) {
         std::fs::copy(smol.join(f), dir.join(f)).unwrap();
     }
 }
+
+/// The student with the Qwen3 chat template (tools, tool calls, thinking) as its `chat_template.jinja`: SmolLM2's
+/// tokenizer has the ChatML tokens it writes.
+pub fn tool_student() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_student(dir.path());
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(super::fixtures::qwen3_tokenizer_dir().join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("chat_template.jinja"), cfg["chat_template"].as_str().unwrap()).unwrap();
+    dir
+}
