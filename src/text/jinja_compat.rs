@@ -281,47 +281,39 @@ pub const GEN_CLOSE: &str = "\u{E000}lark-generation-close\u{E001}";
 /// keep the original's trimming, the inner ones touch no text) and the end tag likewise. `None` when the
 /// template has no generation block.
 pub fn rewrite_generation_tags_marked(source: &str) -> Option<String> {
-    let plain = rewrite_generation_tags(source);
-    if plain == source {
+    if rewrite_generation_tags(source) == source {
         return None;
     }
-    // Variables the marked render sets to GEN_OPEN / GEN_CLOSE.
-    let open = "{{ __lark_generation_open }}";
-    let close = "{{ __lark_generation_close }}";
-    let mut out = String::with_capacity(source.len() + 64);
-    let mut rest = source;
-    while let Some(start) = rest.find("{%") {
-        out.push_str(&rest[..start]);
-        let tag = &rest[start..];
-        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
-            out.push_str(tag);
-            return Some(out);
-        };
-        let inner = &tag[2..end];
-        let (lead, body) = match inner.chars().next() {
-            Some(c @ ('-' | '+')) => (c.to_string(), &inner[1..]),
-            _ => (String::new(), inner),
-        };
-        let (body, trail) = match body.chars().last() {
-            Some(c @ ('-' | '+')) => (&body[..body.len() - 1], c.to_string()),
-            _ => (body, String::new()),
-        };
-        match body.trim() {
-            "generation" => out.push_str(&format!("{{%{lead} if true %}}{open}{{% if true {trail}%}}")),
-            "endgeneration" => out.push_str(&format!("{{%{lead} endif %}}{close}{{% endif {trail}%}}")),
-            _ => out.push_str(&tag[..end + 2]),
+    // `__lark_generation_open` / `_close`: variables the marked render sets to GEN_OPEN / GEN_CLOSE.
+    Some(replace_generation_tags(source, |tag, lead, trail| match tag {
+        GenerationTag::Open => {
+            format!("{{%{lead} if true %}}{{{{ __lark_generation_open }}}}{{% if true {trail}%}}")
         }
-        rest = &tag[end + 2..];
-    }
-    out.push_str(rest);
-    Some(out)
+        GenerationTag::Close => format!("{{%{lead} endif %}}{{{{ __lark_generation_close }}}}{{% endif {trail}%}}"),
+    }))
 }
 
 /// HF registers a `{% generation %}...{% endgeneration %}` block (assistant-token tracking) whose body renders
 /// unchanged. minijinja does not know the tag, so rewrite it to `{% if true %}...{% endif %}`: also a block tag,
 /// so trim_blocks/lstrip_blocks and `-`/`+` whitespace control act on it exactly as before.
 pub fn rewrite_generation_tags(source: &str) -> String {
-    let mut out = String::with_capacity(source.len());
+    replace_generation_tags(source, |tag, lead, trail| match tag {
+        GenerationTag::Open => format!("{{%{lead} if true {trail}%}}"),
+        GenerationTag::Close => format!("{{%{lead} endif {trail}%}}"),
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum GenerationTag {
+    Open,
+    Close,
+}
+
+/// `source` with every `{% generation %}` / `{% endgeneration %}` tag replaced by `replace(tag, lead, trail)`,
+/// `lead` and `trail` being its whitespace control (`-`, `+` or empty) after `{%` and before `%}`. Every other
+/// tag and all text are copied; an unterminated `{%` ends the scan with the rest copied as it is.
+fn replace_generation_tags(source: &str, replace: impl Fn(GenerationTag, &str, &str) -> String) -> String {
+    let mut out = String::with_capacity(source.len() + 64);
     let mut rest = source;
     while let Some(start) = rest.find("{%") {
         out.push_str(&rest[..start]);
@@ -332,34 +324,18 @@ pub fn rewrite_generation_tags(source: &str) -> String {
             return out;
         };
         let inner = &tag[2..end];
-        let (lead, body) = match inner.chars().next() {
-            Some(c @ ('-' | '+')) => (Some(c), &inner[1..]),
-            _ => (None, inner),
+        let (lead, body) = match inner.as_bytes().first() {
+            Some(b'-' | b'+') => inner.split_at(1),
+            _ => ("", inner),
         };
-        let (body, trail) = match body.chars().last() {
-            Some(c @ ('-' | '+')) => (&body[..body.len() - 1], Some(c)),
-            _ => (body, None),
+        let (body, trail) = match body.as_bytes().last() {
+            Some(b'-' | b'+') => body.split_at(body.len() - 1),
+            _ => (body, ""),
         };
-        let replacement = match body.trim() {
-            "generation" => Some("if true"),
-            "endgeneration" => Some("endif"),
-            _ => None,
-        };
-        match replacement {
-            Some(r) => {
-                out.push_str("{%");
-                if let Some(c) = lead {
-                    out.push(c);
-                }
-                out.push(' ');
-                out.push_str(r);
-                out.push(' ');
-                if let Some(c) = trail {
-                    out.push(c);
-                }
-                out.push_str("%}");
-            }
-            None => out.push_str(&tag[..end + 2]),
+        match body.trim() {
+            "generation" => out.push_str(&replace(GenerationTag::Open, lead, trail)),
+            "endgeneration" => out.push_str(&replace(GenerationTag::Close, lead, trail)),
+            _ => out.push_str(&tag[..end + 2]),
         }
         rest = &tag[end + 2..];
     }
