@@ -3,12 +3,11 @@
 use crate::error::{LarkError, Result};
 use crate::export::jsonl::read_jsonl;
 use crate::export::{read_scores_jsonl, selected_records, write_selection_jsonl, write_train_jsonl};
-use crate::grad::gstar::GstarRow;
+use crate::grad::gstar::{rows_by_problem, GstarRow};
 use crate::io::{PoolFormat, ReadOptions};
 use crate::score::Direction;
 use crate::score::{group_rows, ScoreRow, Scorer};
 use crate::select::{select, Selection, Weighting};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Clone)]
@@ -71,17 +70,13 @@ pub const G_STAR: &str = "g_star";
 /// skipped candidate's null g* ranks last and is never selected, as a skipped trajectory's ĝ).
 pub fn select_gstar_rows(rows: &[GstarRow], opts: &SelectOpts) -> Result<Vec<Selection>> {
     let weighting = Weighting::parse(&opts.weighting, opts.temperature)?;
-    let mut order: Vec<i64> = Vec::new();
-    let mut by: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
-    for r in rows {
-        by.entry(r.problem_id)
-            .or_insert_with(|| {
-                order.push(r.problem_id);
-                Vec::new()
-            })
-            .push((r.candidate_id, r.g_star));
-    }
-    order.iter().map(|pid| select(*pid, &by[pid], G_STAR, Direction::Max, opts.budget, weighting)).collect()
+    rows_by_problem(rows)
+        .into_iter()
+        .map(|(pid, rs)| {
+            let cands: Vec<(i64, f64)> = rs.iter().map(|r| (r.candidate_id, r.g_star)).collect();
+            select(pid, &cands, G_STAR, Direction::Max, opts.budget, weighting)
+        })
+        .collect()
 }
 
 /// Read `gstar.jsonl`, saying what is expected when `path` is something else (a scores.jsonl, say).

@@ -120,6 +120,21 @@ pub struct GstarRow {
     pub l_backward: f64,
 }
 
+/// `gstar.jsonl` rows grouped by problem, problems in the order they first appear, candidates as listed (what
+/// the report and `lark select --by g_star` read).
+pub fn rows_by_problem(rows: &[GstarRow]) -> Vec<(i64, Vec<&GstarRow>)> {
+    let mut groups: Vec<(i64, Vec<&GstarRow>)> = Vec::new();
+    let mut index: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for r in rows {
+        let i = *index.entry(r.problem_id).or_insert_with(|| {
+            groups.push((r.problem_id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(r);
+    }
+    groups
+}
+
 /// Which problems, and how their trajectories are formed.
 #[derive(Debug, Clone)]
 pub struct GstarOptions {

@@ -6,8 +6,7 @@
 
 use super::svg::{esc, fmt, y_axis, Scale};
 use crate::grad::diagnostics::{diagnose, Diagnostics, Question};
-use crate::grad::gstar::GstarRow;
-use std::collections::BTreeMap;
+use crate::grad::gstar::{rows_by_problem, GstarRow};
 use std::fmt::Write as _;
 
 /// The paper's Appendix B.8 figures (Qwen2.5-7B, 50 questions, K = 33).
@@ -31,17 +30,14 @@ pub struct PaperFigures {
 
 /// The rows' questions in pool order (problems as they first appear, candidates as listed).
 pub fn questions(rows: &[GstarRow]) -> Vec<Question> {
-    let mut order: Vec<i64> = Vec::new();
-    let mut by: BTreeMap<i64, Question> = BTreeMap::new();
-    for r in rows {
-        let q = by.entry(r.problem_id).or_insert_with(|| {
-            order.push(r.problem_id);
-            Question { problem_id: r.problem_id, g_hat: Vec::new(), g_star: Vec::new() }
-        });
-        q.g_hat.push(r.g_hat);
-        q.g_star.push(r.g_star);
-    }
-    order.into_iter().filter_map(|p| by.remove(&p)).collect()
+    rows_by_problem(rows)
+        .into_iter()
+        .map(|(problem_id, rs)| Question {
+            problem_id,
+            g_hat: rs.iter().map(|r| r.g_hat).collect(),
+            g_star: rs.iter().map(|r| r.g_star).collect(),
+        })
+        .collect()
 }
 
 /// Append the g* section (an `<h2>` and three panels) to `h`.
