@@ -123,6 +123,12 @@ typedef struct lark_span {
     int32_t truncated; /* 1: cut at max_len */
 } lark_span;
 
+/* Positions from..to-1: one scored assistant turn (lark_tokenize_chat_turns). */
+typedef struct lark_range {
+    size_t from;
+    size_t to;
+} lark_range;
+
 /* A student model on a device with its tokenizer and chat template. Opaque. */
 typedef struct lark_model lark_model;
 
@@ -160,10 +166,26 @@ LARK_API int lark_model_device(const lark_model* model, const char** out);
  * holds its token ids; pass ids, span_out->score_to and span_out->score_from to lark_score_ids to get the
  * numbers of lark_score_chats. A chat with nothing to score gives LARK_OK with span_out->skipped = 1.
  * If cap < span_out->len the call returns LARK_ERR_BUFFER_TOO_SMALL with *span_out filled (and ids
- * untouched), so the caller can allocate and call again. ids may be NULL when cap is 0.
- * All buffers caller-owned. Thread-safe (no lock taken). */
+ * untouched), so the caller can allocate and call again. ids may be NULL when cap is 0. A chat with several
+ * scored assistant turns gives LARK_ERR_UNSUPPORTED (one span cannot describe them): use
+ * lark_tokenize_chat_turns. All buffers caller-owned. Thread-safe (no lock taken). */
 LARK_API int lark_tokenize_chat(const lark_model* model, const char* messages_json, uint32_t* ids, size_t cap,
                                 lark_span* span_out);
+
+/* lark_tokenize_chat for a chat with any number of assistant turns (tool calls and results between them):
+ * each assistant turn is scored with the whole conversation before it as context, as lark_score_chats and
+ * `lark score --turns all` do. *span_out as in lark_tokenize_chat, its score_from..score_to covering every
+ * turn (the first turn's start to the last turn's end); turns[0..*n_turns) the scored range of each turn, in
+ * order, disjoint. lark_score_ids(ids, span.score_to, span.score_from, ...) returns per-token statistics of
+ * the whole covering range; those at positions inside the turns are the ones lark_score_chats sums (the
+ * positions between turns are context: user and tool messages, headers). With one turn, turns[0] equals the
+ * span. If cap < span_out->len or turns_cap < *n_turns the call returns LARK_ERR_BUFFER_TOO_SMALL with
+ * *span_out and *n_turns filled and nothing else written, so one sizing call (cap = turns_cap = 0, ids and
+ * turns NULL) sizes both. A chat with nothing to score: LARK_OK, span_out->skipped = 1, *n_turns = 0.
+ * All buffers caller-owned. Thread-safe (no lock taken). */
+LARK_API int lark_tokenize_chat_turns(const lark_model* model, const char* messages_json, uint32_t* ids,
+                                      size_t cap, lark_span* span_out, lark_range* turns, size_t turns_cap,
+                                      size_t* n_turns);
 
 /* Score n chats: messages_json[i] is one JSON messages array (see lark_tokenize_chat), out[i] receives its
  * statistics. Chats are batched as `lark score` batches a pool, so the numbers are the same. A chat with

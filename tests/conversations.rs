@@ -147,8 +147,11 @@ fn sharegpt_records_score_as_their_messages() {
 
 #[test]
 fn c_abi_scores_conversations_as_lark_score_does() {
-    use lark::ffi::model::{lark_model_free, lark_model_open, lark_score_chats, lark_tokenize_chat};
-    use lark::ffi::{LarkSpan, LarkTrajectoryStats};
+    use lark::ffi::model::{
+        lark_model_free, lark_model_open, lark_score_chats, lark_score_ids, lark_tokenize_chat,
+        lark_tokenize_chat_turns,
+    };
+    use lark::ffi::{LarkRange, LarkSpan, LarkTokenStats, LarkTrajectoryStats};
     use std::ffi::CString;
     let model = tool_student();
     let pool = repo().join("examples/agentic_pool.jsonl");
@@ -181,7 +184,64 @@ fn c_abi_scores_conversations_as_lark_score_does() {
         let rc = lark_tokenize_chat(m, ptrs[0], ids.as_mut_ptr(), ids.len(), &mut span);
         assert_eq!(rc, lark::ffi::status::LARK_ERR_UNSUPPORTED);
         let err = std::ffi::CStr::from_ptr(lark::ffi::lark_last_error()).to_string_lossy().to_string();
-        assert!(err.contains("3 assistant turns are scored"), "{err}");
+        assert!(err.contains("3 assistant turns are scored") && err.contains("lark_tokenize_chat_turns"), "{err}");
+
+        // lark_tokenize_chat_turns: one sizing call sizes both buffers; then the covering span through
+        // lark_score_ids, kept at the turns' positions, gives lark score's per-trajectory sums.
+        for (chat, w) in ptrs.iter().zip(want) {
+            let (mut span, mut n_turns): (LarkSpan, usize) = (std::mem::zeroed(), 0);
+            let rc = lark_tokenize_chat_turns(
+                m,
+                *chat,
+                std::ptr::null_mut(),
+                0,
+                &mut span,
+                std::ptr::null_mut(),
+                0,
+                &mut n_turns,
+            );
+            assert_eq!(rc, lark::ffi::status::LARK_ERR_BUFFER_TOO_SMALL);
+            assert_eq!(n_turns as u64, w["n_turns"].as_u64().unwrap_or(1), "{w}");
+            let mut ids = vec![0u32; span.len];
+            let mut turns = vec![LarkRange::default(); n_turns - 1];
+            let rc = lark_tokenize_chat_turns(
+                m,
+                *chat,
+                ids.as_mut_ptr(),
+                ids.len(),
+                &mut span,
+                turns.as_mut_ptr(),
+                turns.len(),
+                &mut n_turns,
+            );
+            assert_eq!(rc, lark::ffi::status::LARK_ERR_BUFFER_TOO_SMALL, "turns_cap one short");
+            turns.push(LarkRange::default());
+            let rc = lark_tokenize_chat_turns(
+                m,
+                *chat,
+                ids.as_mut_ptr(),
+                ids.len(),
+                &mut span,
+                turns.as_mut_ptr(),
+                turns.len(),
+                &mut n_turns,
+            );
+            assert_eq!(rc, 0);
+            assert_eq!((turns[0].from, turns[n_turns - 1].to), (span.score_from, span.score_to));
+            assert!(turns.windows(2).all(|p| p[0].to <= p[1].from), "{turns:?}");
+            let covered = span.score_to - span.score_from;
+            let mut per = vec![std::mem::zeroed::<LarkTokenStats>(); covered];
+            let mut total: LarkTrajectoryStats = std::mem::zeroed();
+            let rc =
+                lark_score_ids(m, ids.as_ptr(), span.score_to, span.score_from, &mut total, per.as_mut_ptr(), covered);
+            assert_eq!(rc, 0);
+            let in_turns: Vec<&LarkTokenStats> =
+                turns.iter().flat_map(|r| &per[r.from - span.score_from..r.to - span.score_from]).collect();
+            assert_eq!(in_turns.len() as u64, w["n_tokens"].as_u64().unwrap(), "{w}");
+            let nll: f64 = in_turns.iter().map(|t| -(t.logprob as f64)).sum();
+            let b = w["nll_sum"].as_f64().unwrap();
+            assert!((nll - b).abs() <= 1e-5 * b.abs(), "Σ −log p over the turns {nll} vs lark score {b}");
+        }
         assert_eq!(lark_model_free(m), 0);
     }
 }

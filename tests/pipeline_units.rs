@@ -249,7 +249,7 @@ fn rsr_dir_id_field_and_errors() {
     let e = read_pool(&empty, &strict()).unwrap_err().to_string();
     assert!(e.contains("empty pool"), "{e}");
     // A missing path is an I/O error naming it.
-    let e = read_pool(&dir.path().join("nope"), &strict()).unwrap_err().to_string();
+    let e = read_pool(dir.path().join("nope"), &strict()).unwrap_err().to_string();
     assert!(e.contains("nope"), "{e}");
 }
 

@@ -118,7 +118,7 @@ struct Setup {
 
 fn setup(scorers: &str) -> Setup {
     let model = student();
-    let pool = read_pool(&repo().join("examples/pool.jsonl"), &ReadOptions::default()).unwrap();
+    let pool = read_pool(repo().join("examples/pool.jsonl"), &ReadOptions::default()).unwrap();
     let text = TextPipeline::open(model.path()).unwrap();
     let settings = ScoreSettings {
         span: SpanMode::Turn,

@@ -4,7 +4,7 @@
 use crate::error::{LarkError, Result};
 use crate::export::{write_atomic, write_jsonl};
 use crate::grad::gstar::{gstar_pool, GstarOptions};
-use crate::io::{read_pool, PoolFormat, ReadOptions};
+use crate::io::{read_pool, PoolFormat, PoolSource, ReadOptions};
 use crate::model::Model;
 use crate::report::{write_gstar_report, GSTAR_FILE};
 use crate::text::{SpanMode, TextPipeline};
@@ -18,9 +18,9 @@ pub struct Args {
     /// Student model directory (as `lark score`).
     #[arg(long)]
     pub model: PathBuf,
-    /// Candidate pool: a LARK JSONL file or an RSR_data directory.
-    #[arg(long)]
-    pub pool: PathBuf,
+    /// Candidate pool, as `lark score --pool` (one path, or several of one format).
+    #[arg(long, num_args = 1.., required = true)]
+    pub pool: Vec<PathBuf>,
     /// Output directory: gstar.jsonl, gstar_summary.json and report.html (the Fig. 6 panels).
     #[arg(long)]
     pub out: PathBuf,
@@ -56,7 +56,7 @@ pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::open(&a.model)?;
     let text = TextPipeline::open(&a.model)?;
-    let pool = read_pool(&a.pool, &ReadOptions { format: a.format, skip_invalid: false })?;
+    let pool = read_pool(PoolSource::new(a.pool.clone())?, &ReadOptions { format: a.format, skip_invalid: false })?;
     let opts = GstarOptions { span: a.span, max_len: a.max_len, problems: a.problems, seed: a.seed };
     let res = gstar_pool(&model, &text, &pool, &opts, |done, total, c| {
         eprintln!(
@@ -73,7 +73,7 @@ pub fn run(a: Args) -> Result<()> {
     let d = &res.diagnostics;
     let summary = json!({
         "model": a.model.display().to_string(),
-        "pool": a.pool.display().to_string(),
+        "pool": pool.source.to_json(),
         "span": a.span.as_str(),
         "max_len": a.max_len,
         "problems_requested": a.problems,

@@ -22,7 +22,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let r = score(&a.score)?;
     let selections = select_rows(&r.output.rows, &a.select)?;
-    let n_train = write_selection(&selections, &a.score.pool, a.score.format, &a.score.out, a.select.drop_zero_weight)?;
+    let n_train =
+        write_selection(&selections, &r.pool.source, a.score.format, &a.score.out, a.select.drop_zero_weight)?;
     if !a.no_report {
         let input = ReportInput { rows: &r.output.rows, selections: &selections, run: Some(r.info()), gstar: None };
         write_report(&a.score.out.join("report.html"), &input)?;

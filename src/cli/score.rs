@@ -4,7 +4,7 @@ use crate::backend::cuda::Precision;
 use crate::backend::{open_backends, open_cpu_backends, Backend, DeviceChoice};
 use crate::error::{LarkError, Result};
 use crate::export::{write_atomic, write_rejects_jsonl, write_scores_json, write_scores_jsonl};
-use crate::io::{read_pool, Pool, PoolFormat, ReadOptions};
+use crate::io::{read_pool, Pool, PoolFormat, PoolSource, ReadOptions};
 use crate::model::Model;
 use crate::run::resume::write_candidates;
 use crate::run::{
@@ -21,9 +21,10 @@ pub struct ScoreArgs {
     /// Student model directory (config.json, safetensors, tokenizer.json, chat template).
     #[arg(long)]
     pub model: PathBuf,
-    /// Candidate pool: a LARK JSONL file or an RSR_data directory.
-    #[arg(long)]
-    pub pool: PathBuf,
+    /// Candidate pool: a LARK or ShareGPT JSONL file, a Parquet file or directory of shards, or an RSR_data
+    /// directory; or several paths of one format (`--pool a.parquet b.parquet`), read in order as one pool.
+    #[arg(long, num_args = 1.., required = true)]
+    pub pool: Vec<PathBuf>,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -131,7 +132,23 @@ pub fn model_fingerprint(dir: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-pub fn pool_fingerprint(path: &Path) -> Result<String> {
+/// The content fingerprint of a pool: that of its one path (as before several paths were possible), or for
+/// several paths a hash over each path's fingerprint in order (the order is part of the pool: it numbers
+/// id-less rows). Paths themselves do not count: a moved pool resumes.
+pub fn pool_fingerprint(source: &PoolSource) -> Result<String> {
+    match source.paths() {
+        [one] => path_fingerprint(one),
+        many => {
+            let mut h = Sha256::new();
+            for (i, p) in many.iter().enumerate() {
+                h.update(format!("{i}:{}\n", path_fingerprint(p)?).as_bytes());
+            }
+            Ok(format!("{:x}", h.finalize()))
+        }
+    }
+}
+
+fn path_fingerprint(path: &Path) -> Result<String> {
     if path.is_file() {
         return sha256_file(path);
     }
@@ -175,7 +192,8 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         scorers.push(Scorer::LlmJudge);
     }
     let judge = a.judge_scores.as_deref().map(JudgeScores::load).transpose()?;
-    let pool = read_pool(&a.pool, &ReadOptions { format: a.format, skip_invalid: a.skip_invalid })?;
+    let source = PoolSource::new(a.pool.clone())?;
+    let pool = read_pool(&source, &ReadOptions { format: a.format, skip_invalid: a.skip_invalid })?;
     let model = Model::open(&a.model)?;
     let context = model.config.context_length();
     if a.max_len > context {
@@ -245,7 +263,7 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
     let fingerprints = serde_json::json!({
         "model_fingerprint": model_fingerprint(&a.model)?,
         "tokenizer_fingerprint": text.fingerprint(),
-        "pool_fingerprint": pool_fingerprint(&a.pool)?,
+        "pool_fingerprint": pool_fingerprint(&source)?,
     });
     // Everything that changes the numbers or which records are scored: a resume must match it exactly.
     let manifest = serde_json::json!({
@@ -296,7 +314,7 @@ pub fn score(a: &ScoreArgs) -> Result<ScoreRun> {
         "version": env!("CARGO_PKG_VERSION"),
         "model": a.model, "model_fingerprint": fingerprints["model_fingerprint"],
         "tokenizer_fingerprint": fingerprints["tokenizer_fingerprint"],
-        "pool": a.pool, "pool_format": pool.format.name(), "pool_fingerprint": fingerprints["pool_fingerprint"],
+        "pool": source.to_json(), "pool_format": pool.format.name(), "pool_fingerprint": fingerprints["pool_fingerprint"],
         "pool_records": pool.records.len(), "shard": a.shard, "batch_tokens": batch_tokens,
         "device": device, "settings": settings,
         "judge_scores": a.judge_scores,

@@ -4,7 +4,7 @@ use crate::error::{LarkError, Result};
 use crate::export::jsonl::read_jsonl;
 use crate::export::{read_scores_jsonl, selected_records, write_selection_jsonl, write_train_jsonl};
 use crate::grad::gstar::{rows_by_problem, GstarRow};
-use crate::io::{PoolFormat, ReadOptions};
+use crate::io::{PoolFormat, PoolSource, ReadOptions};
 use crate::score::Direction;
 use crate::score::{group_rows, ScoreRow, Scorer};
 use crate::select::{select, Selection, Weighting};
@@ -35,9 +35,10 @@ pub struct Args {
     /// scores.jsonl written by `lark score` (gstar.jsonl of `lark gstar` with --by g_star).
     #[arg(long)]
     pub scores: PathBuf,
-    /// The pool that was scored (for the messages of train.jsonl).
-    #[arg(long)]
-    pub pool: PathBuf,
+    /// The pool that was scored (for the messages of train.jsonl): its path, or its several paths as given to
+    /// `lark score`.
+    #[arg(long, num_args = 1.., required = true)]
+    pub pool: Vec<PathBuf>,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value = "auto")]
@@ -92,7 +93,7 @@ pub fn read_gstar_rows(path: &Path) -> Result<Vec<GstarRow>> {
 /// Write selection.jsonl and train.jsonl into `out`.
 pub fn write_selection(
     selections: &[Selection],
-    pool: &std::path::Path,
+    pool: &PoolSource,
     format: PoolFormat,
     out: &std::path::Path,
     drop_zero_weight: bool,
@@ -109,7 +110,7 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         select_rows(&read_scores_jsonl(&a.scores)?, &a.opts)?
     };
-    let n = write_selection(&selections, &a.pool, a.format, &a.out, a.opts.drop_zero_weight)?;
+    let n = write_selection(&selections, &PoolSource::new(a.pool.clone())?, a.format, &a.out, a.opts.drop_zero_weight)?;
     eprintln!(
         "lark: {} problems selected by {} ({}, B = {}); {} training lines in {}",
         selections.len(),

@@ -10,7 +10,7 @@
 use super::atomic::{write_atomic, write_jsonl};
 use super::jsonl::read_jsonl;
 use crate::error::{LarkError, Result};
-use crate::io::{visit_pool, Message, ReadOptions, Record};
+use crate::io::{visit_pool, Message, PoolSource, ReadOptions, Record};
 use crate::score::row::nan_null;
 use crate::select::Selection;
 use serde::Serialize;
@@ -105,7 +105,7 @@ pub fn write_train_jsonl<'r>(
 /// Read from the pool at `pool` only the records that `selections` selected (a pool can be far larger
 /// than memory allows; the selected part is small).
 pub fn selected_records(
-    pool: &Path,
+    pool: impl Into<PoolSource>,
     opts: &ReadOptions,
     selections: &[Selection],
 ) -> Result<HashMap<(i64, i64), Record>> {

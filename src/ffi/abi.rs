@@ -21,7 +21,7 @@ macro_rules! c_name {
 c_name! {
     c_char => "char", c_int => "int", u32 => "uint32_t", u64 => "uint64_t", usize => "size_t", f64 => "double",
     LarkModel => "lark_model", LarkOptions => "lark_options", LarkTrajectoryStats => "lark_trajectory_stats",
-    LarkTokenStats => "lark_token_stats", LarkSpan => "lark_span",
+    LarkTokenStats => "lark_token_stats", LarkSpan => "lark_span", LarkRange => "lark_range",
 }
 impl<T: CType> CType for *const T {
     fn c() -> String {
@@ -58,6 +58,7 @@ c_fn_ptr!(A, B, C, D);
 c_fn_ptr!(A, B, C, D, E);
 c_fn_ptr!(A, B, C, D, E, F);
 c_fn_ptr!(A, B, C, D, E, F, G);
+c_fn_ptr!(A, B, C, D, E, F, G, H);
 
 fn decl<F: CFnPtr>(name: &'static str, _f: F) -> (&'static str, String) {
     (name, F::declare(&format!("lark_abi_check_{name}")))
@@ -78,6 +79,16 @@ pub fn functions() -> Vec<(&'static str, String)> {
         lark_model_free: unsafe extern "C" fn(*mut LarkModel) -> c_int,
         lark_model_device: unsafe extern "C" fn(*const LarkModel, *mut P) -> c_int,
         lark_tokenize_chat: unsafe extern "C" fn(*const LarkModel, P, *mut u32, usize, *mut LarkSpan) -> c_int,
+        lark_tokenize_chat_turns: unsafe extern "C" fn(
+            *const LarkModel,
+            P,
+            *mut u32,
+            usize,
+            *mut LarkSpan,
+            *mut LarkRange,
+            usize,
+            *mut usize
+        ) -> c_int,
         lark_score_chats: unsafe extern "C" fn(*const LarkModel, *const P, usize, *mut LarkTrajectoryStats) -> c_int,
         lark_score_ids: unsafe extern "C" fn(
             *const LarkModel,
@@ -149,6 +160,7 @@ pub fn structs() -> Vec<StructLayout> {
         ),
         layout!(LarkTokenStats, "lark_token_stats", [logprob, sum_p2, entropy, rank, lse, topk_brier]),
         layout!(LarkSpan, "lark_span", [len, score_from, score_to, skipped, truncated]),
+        layout!(LarkRange, "lark_range", [from, to]),
     ]
 }
 

@@ -38,7 +38,7 @@ pub unsafe extern "C" fn lark_last_error() -> *const c_char {
 }
 
 pub use model::LarkModel;
-pub use types::{LarkOptions, LarkSpan, LarkTokenStats, LarkTrajectoryStats};
+pub use types::{LarkOptions, LarkRange, LarkSpan, LarkTokenStats, LarkTrajectoryStats};
 
 #[cfg(test)]
 mod tests {

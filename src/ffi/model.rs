@@ -5,14 +5,16 @@
 use super::status::{
     c_str, guard, non_null, non_null_mut, FfiError, FfiResult, LARK_ERR_BUFFER_TOO_SMALL, LARK_ERR_UNSUPPORTED,
 };
-use super::types::{LarkOptions, LarkSpan, LarkTokenStats, LarkTrajectoryStats, LARK_SPAN_CONTENT, LARK_SPAN_TURN};
+use super::types::{
+    LarkOptions, LarkRange, LarkSpan, LarkTokenStats, LarkTrajectoryStats, LARK_SPAN_CONTENT, LARK_SPAN_TURN,
+};
 use crate::backend::{open_backend, Backend, DeviceChoice, SeqRequest};
 use crate::error::LarkError;
 use crate::model::Model;
 use crate::run::schedule::pack_by_length;
 use crate::score::BrierMode;
 use crate::stats::{StatsOptions, TokenStats, TrajectoryStats};
-use crate::text::{parse_messages, Prepared, SpanMode, TextPipeline, Turns};
+use crate::text::{parse_messages, Prepared, SpanMode, TextPipeline, Trajectory, Turns};
 use std::ffi::{c_char, c_int, CString};
 use std::sync::Mutex;
 
@@ -242,46 +244,117 @@ pub unsafe extern "C" fn lark_tokenize_chat(
         let m = &*non_null(model, "model")?;
         let json = c_str(messages_json, "messages_json")?;
         let span_out = non_null_mut(span_out, "span_out")?;
-        if ids.is_null() && cap > 0 {
-            return Err(FfiError::null("ids (with cap > 0)"));
-        }
-        let t = match m.prepare(json, "messages_json")? {
-            Prepared::Skipped(r) => {
-                span_out.write(LarkSpan { skipped: 1, truncated: r.truncated() as i32, ..Default::default() });
-                return Ok(());
-            }
-            Prepared::Ready(t) => t,
-        };
-        if t.n_turns() > 1 {
+        let Some(t) = tokenize_into(m, json, span_out, ids, cap, |t| {
             // One span cannot describe several turns: lark_score_ids over it would score the context between them.
-            return Err(FfiError::new(
-                LARK_ERR_UNSUPPORTED,
-                format!(
-                    "messages_json: {} assistant turns are scored; lark_span holds one range (score the chat with \
-                     lark_score_chats, which sums over every turn)",
-                    t.n_turns()
-                ),
-            ));
+            if t.n_turns() > 1 {
+                return Err(FfiError::new(
+                    LARK_ERR_UNSUPPORTED,
+                    format!(
+                        "messages_json: {} assistant turns are scored; lark_span holds one range (use \
+                         lark_tokenize_chat_turns for each turn's range, or lark_score_chats, which sums over \
+                         every turn)",
+                        t.n_turns()
+                    ),
+                ));
+            }
+            Ok(())
+        })?
+        else {
+            return Ok(());
+        };
+        copy_ids(&t, ids, cap)
+    })
+}
+
+/// Tokenise one chat with any number of assistant turns: its covering span and each turn's range. See
+/// `include/lark.h`.
+///
+/// # Safety
+/// Pointer arguments must be valid as the header describes; `ids` must have room for `cap` ids and `turns`
+/// for `turns_cap` ranges.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lark_tokenize_chat_turns(
+    model: *const LarkModel,
+    messages_json: *const c_char,
+    ids: *mut u32,
+    cap: usize,
+    span_out: *mut LarkSpan,
+    turns: *mut LarkRange,
+    turns_cap: usize,
+    n_turns: *mut usize,
+) -> c_int {
+    guard("lark_tokenize_chat_turns", || {
+        let m = &*non_null(model, "model")?;
+        let json = c_str(messages_json, "messages_json")?;
+        let span_out = non_null_mut(span_out, "span_out")?;
+        let n_turns = non_null_mut(n_turns, "n_turns")?;
+        if turns.is_null() && turns_cap > 0 {
+            return Err(FfiError::null("turns (with turns_cap > 0)"));
         }
-        // The span is reported even when the buffer is short, so the caller can size it and call again.
-        span_out.write(LarkSpan {
-            len: t.ids.len(),
-            score_from: t.score_from,
-            score_to: t.score_to,
-            skipped: 0,
-            truncated: t.truncated as i32,
-        });
-        if cap < t.ids.len() {
+        n_turns.write(0);
+        let Some(t) = tokenize_into(m, json, span_out, ids, cap, |_| Ok(()))? else {
+            return Ok(());
+        };
+        // Both counts are reported before either buffer is checked, so one sizing call sizes both.
+        n_turns.write(t.n_turns());
+        if turns_cap < t.n_turns() {
             return Err(FfiError::new(
                 LARK_ERR_BUFFER_TOO_SMALL,
-                format!("ids holds {cap} ids, the chat has {} (see span_out->len)", t.ids.len()),
+                format!("turns holds {turns_cap} ranges, the chat has {} scored turns (see *n_turns)", t.n_turns()),
             ));
         }
-        if !t.ids.is_empty() {
-            std::ptr::copy_nonoverlapping(t.ids.as_ptr(), ids, t.ids.len());
+        copy_ids(&t, ids, cap)?;
+        for (i, &(from, to)) in t.turns.iter().enumerate() {
+            turns.add(i).write(LarkRange { from, to });
         }
         Ok(())
     })
+}
+
+/// Tokenise `json` and fill `*span_out` (also when the ids buffer turns out short, so the caller can size it).
+/// `None`: nothing to score (`span_out->skipped = 1`). `check` refuses a trajectory before anything is written.
+unsafe fn tokenize_into(
+    m: &LarkModel,
+    json: &str,
+    span_out: *mut LarkSpan,
+    ids: *mut u32,
+    cap: usize,
+    check: impl FnOnce(&Trajectory) -> FfiResult<()>,
+) -> FfiResult<Option<Trajectory>> {
+    if ids.is_null() && cap > 0 {
+        return Err(FfiError::null("ids (with cap > 0)"));
+    }
+    let t = match m.prepare(json, "messages_json")? {
+        Prepared::Skipped(r) => {
+            span_out.write(LarkSpan { skipped: 1, truncated: r.truncated() as i32, ..Default::default() });
+            return Ok(None);
+        }
+        Prepared::Ready(t) => t,
+    };
+    check(&t)?;
+    span_out.write(LarkSpan {
+        len: t.ids.len(),
+        score_from: t.score_from,
+        score_to: t.score_to,
+        skipped: 0,
+        truncated: t.truncated as i32,
+    });
+    Ok(Some(t))
+}
+
+/// The ids of `t` into `ids[..cap]`, or LARK_ERR_BUFFER_TOO_SMALL (the span is already reported).
+unsafe fn copy_ids(t: &Trajectory, ids: *mut u32, cap: usize) -> FfiResult<()> {
+    if cap < t.ids.len() {
+        return Err(FfiError::new(
+            LARK_ERR_BUFFER_TOO_SMALL,
+            format!("ids holds {cap} ids, the chat has {} (see span_out->len)", t.ids.len()),
+        ));
+    }
+    if !t.ids.is_empty() {
+        std::ptr::copy_nonoverlapping(t.ids.as_ptr(), ids, t.ids.len());
+    }
+    Ok(())
 }
 
 /// Score `n` chats (JSON messages arrays) into `out[0..n]`. See `include/lark.h`.

@@ -158,6 +158,14 @@ impl From<&TokenStats> for LarkTokenStats {
     }
 }
 
+/// `lark_range`: positions `from..to` (one scored assistant turn, `lark_tokenize_chat_turns`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LarkRange {
+    pub from: usize,
+    pub to: usize,
+}
+
 /// `lark_span`: a tokenised chat and its scored span (`lark_tokenize_chat`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

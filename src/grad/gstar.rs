@@ -200,7 +200,7 @@ pub fn gstar_pool(
     let mut fwd = CpuBackend::new(model)?;
     let problems = sample_problems(pool, opts);
     if problems.is_empty() {
-        return Err(LarkError::input(pool.path.display().to_string(), "no problems to compute g* for"));
+        return Err(LarkError::input(pool.source.display(), "no problems to compute g* for"));
     }
     let mut rows = Vec::new();
     let mut costs = Vec::new();

@@ -56,14 +56,18 @@ pub fn looks_like(path: &Path) -> bool {
     }
 }
 
-pub(super) fn read<F: FnMut(Record) -> Result<()>>(path: &Path, sink: &mut Sink<F>) -> Result<()> {
-    let files = files(path)?;
-    if files.is_empty() {
-        return Err(LarkError::input(path.display().to_string(), "no *.parquet files in this directory"));
-    }
+/// Read the pool's paths in order (each a file or a directory of shards), numbering id-less rows over all of
+/// them as over one dataset.
+pub(super) fn read<F: FnMut(Record) -> Result<()>>(paths: &[PathBuf], sink: &mut Sink<F>) -> Result<()> {
     let mut ids = Ids::default();
-    for f in &files {
-        read_file(f, sink, &mut ids)?;
+    for path in paths {
+        let files = files(path)?;
+        if files.is_empty() {
+            return Err(LarkError::input(path.display().to_string(), "no *.parquet files in this directory"));
+        }
+        for f in &files {
+            read_file(f, sink, &mut ids)?;
+        }
     }
     Ok(())
 }

@@ -97,17 +97,102 @@ pub struct VisitSummary {
     pub rejects: Vec<Reject>,
 }
 
-/// Stream every valid record of the pool at `path` to `f`, in reading order.
+/// Where a pool is: one path (a JSONL file, a Parquet file or directory of shards, an RSR tree), or several
+/// paths of one format read in the order given, as one pool (`--pool a.parquet b.parquet ...`: a dataset's
+/// shards named one by one, or JSONL parts). Duplicate ids across the paths are caught as within one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSource {
+    paths: Vec<PathBuf>,
+}
+
+impl PoolSource {
+    /// At least one path (an empty list is refused).
+    pub fn new(paths: Vec<PathBuf>) -> Result<PoolSource> {
+        if paths.is_empty() {
+            return Err(LarkError::input("--pool", "no pool path given"));
+        }
+        Ok(PoolSource { paths })
+    }
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+    /// The paths as messages and reports show them: `a.parquet, b.parquet`.
+    pub fn display(&self) -> String {
+        self.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+    /// As `run.json` records it: the path (a string) for one path, as before several were possible; an array
+    /// of strings for several.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self.paths.as_slice() {
+            [one] => serde_json::Value::String(one.display().to_string()),
+            many => many.iter().map(|p| serde_json::Value::String(p.display().to_string())).collect(),
+        }
+    }
+    /// The one format of every path: `format` itself, or `Auto` resolved per path (all must agree).
+    pub fn resolve(&self, format: PoolFormat) -> Result<PoolFormat> {
+        let first = format.resolve(&self.paths[0])?;
+        for p in &self.paths[1..] {
+            let f = format.resolve(p)?;
+            if f != first {
+                return Err(LarkError::input(
+                    p.display().to_string(),
+                    format!(
+                        "the pool's paths have different formats: {} is {}, this one {}; one pool is one format",
+                        self.paths[0].display(),
+                        first.name(),
+                        f.name()
+                    ),
+                ));
+            }
+        }
+        Ok(first)
+    }
+}
+
+impl From<&Path> for PoolSource {
+    fn from(p: &Path) -> PoolSource {
+        PoolSource { paths: vec![p.to_path_buf()] }
+    }
+}
+impl From<&PathBuf> for PoolSource {
+    fn from(p: &PathBuf) -> PoolSource {
+        PoolSource { paths: vec![p.clone()] }
+    }
+}
+impl From<PathBuf> for PoolSource {
+    fn from(p: PathBuf) -> PoolSource {
+        PoolSource { paths: vec![p] }
+    }
+}
+impl From<&PoolSource> for PoolSource {
+    fn from(s: &PoolSource) -> PoolSource {
+        s.clone()
+    }
+}
+
+/// Stream every valid record of the pool at `source` to `f`, in reading order (path by path).
 /// Fails on the first invalid entry unless `opts.skip_invalid`; fails on an empty pool either way.
-pub fn visit_pool(path: &Path, opts: &ReadOptions, f: impl FnMut(Record) -> Result<()>) -> Result<VisitSummary> {
-    let format = opts.format.resolve(path)?;
+pub fn visit_pool(
+    source: impl Into<PoolSource>,
+    opts: &ReadOptions,
+    f: impl FnMut(Record) -> Result<()>,
+) -> Result<VisitSummary> {
+    let source = source.into();
+    let format = source.resolve(opts.format)?;
     let mut sink = Sink::new(opts.skip_invalid, f);
     match format {
-        PoolFormat::LarkJsonl => jsonl::read(path, false, &mut sink)?,
-        PoolFormat::ShareGpt => jsonl::read(path, true, &mut sink)?,
-        PoolFormat::Parquet => parquet::read(path, &mut sink)?,
-        PoolFormat::RsrDir => rsr_dir::read(path, &mut sink)?,
-        PoolFormat::Auto => unreachable!("resolved above"),
+        // One numbering of id-less rows over every file of every path.
+        PoolFormat::Parquet => parquet::read(source.paths(), &mut sink)?,
+        _ => {
+            for path in source.paths() {
+                match format {
+                    PoolFormat::LarkJsonl => jsonl::read(path, false, &mut sink)?,
+                    PoolFormat::ShareGpt => jsonl::read(path, true, &mut sink)?,
+                    PoolFormat::RsrDir => rsr_dir::read(path, &mut sink)?,
+                    PoolFormat::Parquet | PoolFormat::Auto => unreachable!("resolved above"),
+                }
+            }
+        }
     }
     if sink.n_records == 0 {
         let why = if sink.rejects.is_empty() {
@@ -115,7 +200,7 @@ pub fn visit_pool(path: &Path, opts: &ReadOptions, f: impl FnMut(Record) -> Resu
         } else {
             format!("empty pool: all {} entries were invalid (see rejects)", sink.rejects.len())
         };
-        return Err(LarkError::input(path.display().to_string(), why));
+        return Err(LarkError::input(source.display(), why));
     }
     Ok(VisitSummary { format, n_records: sink.n_records, problems: sink.problems, rejects: sink.rejects })
 }
@@ -123,7 +208,7 @@ pub fn visit_pool(path: &Path, opts: &ReadOptions, f: impl FnMut(Record) -> Resu
 /// A whole pool in memory, problem-major.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    pub path: PathBuf,
+    pub source: PoolSource,
     pub format: PoolFormat,
     /// Grouped by problem (first-appearance order), reading order within a problem.
     pub records: Vec<Record>,
@@ -146,10 +231,11 @@ impl Pool {
     }
 }
 
-/// Read the whole pool at `path`.
-pub fn read_pool(path: &Path, opts: &ReadOptions) -> Result<Pool> {
+/// Read the whole pool at `source` (a path, or several: [`PoolSource`]).
+pub fn read_pool(source: impl Into<PoolSource>, opts: &ReadOptions) -> Result<Pool> {
+    let source = source.into();
     let mut by_problem: HashMap<i64, Vec<Record>> = HashMap::new();
-    let summary = visit_pool(path, opts, |r| {
+    let summary = visit_pool(&source, opts, |r| {
         by_problem.entry(r.problem_id).or_default().push(r);
         Ok(())
     })?;
@@ -161,7 +247,7 @@ pub fn read_pool(path: &Path, opts: &ReadOptions) -> Result<Pool> {
         groups.push((*pid, start, records.len()));
     }
     let index = records.iter().enumerate().map(|(i, r)| ((r.problem_id, r.candidate_id), i)).collect();
-    Ok(Pool { path: path.to_path_buf(), format: summary.format, records, groups, rejects: summary.rejects, index })
+    Ok(Pool { source, format: summary.format, records, groups, rejects: summary.rejects, index })
 }
 
 /// Where readers deliver entries: applies the duplicate check and the strict-or-skip policy.

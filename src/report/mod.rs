@@ -176,7 +176,18 @@ fn summary(h: &mut String, input: &ReportInput<'_>, by: &str) {
     }
     h.push_str(".</p>\n");
     if let Some(run) = input.run {
-        let g = |k: &str| run.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        // A string, or (a pool of several paths) an array of strings, shown joined.
+        let g = |k: &str| {
+            run.get(k).map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                v => v.to_string(),
+            })
+        };
         let _ = write!(
             h,
             "<p>model <code>{}</code>, pool <code>{}</code>, device {}, {} tokens/s.</p>",
