@@ -52,6 +52,9 @@ extern "C" {
 #define LARK_ERR_BACKEND 6
 /* An internal error (a bug): a panic was caught at the boundary. A model handle that reports it should be freed. */
 #define LARK_ERR_PANIC 7
+/* A job stopped before it finished because its progress callback asked it to (lark_score_pool): the chunks
+ * finished so far are journaled in its output directory; the same job with "resume": true continues. */
+#define LARK_ERR_INTERRUPTED 8
 
 /* ---- Options ----------------------------------------------------------------------------------------- */
 
@@ -129,6 +132,25 @@ typedef struct lark_range {
     size_t to;
 } lark_range;
 
+/* How far a lark_score_pool job is. Counts include work resumed from a journal; the two totals are estimates
+ * while the pool is still being tokenised (totals_exact = 0). */
+typedef struct lark_progress {
+    size_t trajectories_done;
+    size_t trajectories_total;
+    size_t problems_done;
+    size_t problems_total;
+    size_t tokens_done;
+    size_t tokens_total;
+    int32_t totals_exact;
+    int32_t reserved;
+    double tokens_per_s; /* tokens through the model in this call (not resumed) per second */
+    double elapsed_s;
+} lark_progress;
+
+/* Called on the calling thread after every batch of a lark_score_pool job; return 0 to go on, anything else
+ * to stop the job cleanly (LARK_ERR_INTERRUPTED). */
+typedef int (*lark_progress_fn)(const lark_progress* progress, void* user);
+
 /* A student model on a device with its tokenizer and chat template. Opaque. */
 typedef struct lark_model lark_model;
 
@@ -204,6 +226,16 @@ LARK_API int lark_score_chats(const lark_model* model, const char* const* messag
  * Thread-safe; calls on one handle run one at a time. */
 LARK_API int lark_score_ids(const lark_model* model, const uint32_t* ids, size_t len, size_t score_from,
                             lark_trajectory_stats* out, lark_token_stats* per_token, size_t per_token_cap);
+
+/* Run a whole `lark score` job: job_json is a JSON object of its options, named as the long flags with _ or -
+ * ({"model": "DIR", "pool": "pool.jsonl" or ["a.parquet", "b.parquet"], "out": "DIR", "device": "cpu",
+ * "resume": true, ...}; the CLI's defaults for the rest, and its checks and messages). It writes the same
+ * files (scores.jsonl, scores.json, run.json last; rejects.jsonl, candidates.jsonl where they apply) with the
+ * same bytes, journals finished chunks and resumes them. progress (NULL: none) is called with user after every
+ * batch; a non-zero return stops the job (LARK_ERR_INTERRUPTED, nothing final written, resumable). Notes
+ * ("scoring N trajectories ... on cpu") go to stderr. Blocks until the job ends. Any thread; one job per
+ * output directory at a time. */
+LARK_API int lark_score_pool(const char* job_json, lark_progress_fn progress, void* user);
 
 /* One problem's LARK scores and weights. stats[0..k) are the problem's candidates (from lark_score_chats or
  * lark_score_ids, all under one Brier mode). g_hat_out[i] receives ĝ_i (paper Eq. 7 over the scored

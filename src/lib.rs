@@ -19,6 +19,7 @@ pub mod run;
 pub mod score;
 pub mod select;
 pub mod stats;
+pub mod student;
 pub mod text;
 
 pub use error::{LarkError, Result};

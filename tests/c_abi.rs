@@ -478,3 +478,66 @@ fn helgrind_still_reports_a_race_through_lark() {
         assert!(err.contains(frame), "helgrind's report lacks {frame}:\n{err}");
     }
 }
+
+/// `lark_score_pool` is `lark score`: the same files with the same bytes; a progress callback that returns
+/// non-zero stops the job (LARK_ERR_INTERRUPTED, nothing final written) and the job with "resume": true
+/// finishes it; bad job JSON is LARK_ERR_INPUT with the CLI's message.
+#[test]
+fn score_pool_through_the_c_abi_is_lark_score_and_stops_on_request() {
+    use lark::ffi::job::lark_score_pool;
+    use lark::ffi::status::{LARK_ERR_INPUT, LARK_ERR_INTERRUPTED, LARK_OK};
+    use lark::ffi::LarkProgress;
+    use std::ffi::{c_int, c_void, CStr, CString};
+
+    let f = fixture();
+    let dir = scratch().join("score_pool");
+    let (cli, out) = (dir.join("cli"), dir.join("abi"));
+    let small = ["--batch-tokens", "64", "--max-len", "384"];
+    let mut args = vec!["score", "--model", s(&f.model), "--pool", s(&f.pool), "--out", s(&cli), "--device", "cpu"];
+    args.extend_from_slice(&small);
+    ok(&Command::new(env!("CARGO_BIN_EXE_lark")).args(&args).output().unwrap(), "lark score");
+
+    struct Seen {
+        calls: usize,
+        stop_at: usize,
+        last: LarkProgress,
+    }
+    unsafe extern "C" fn progress(p: *const LarkProgress, user: *mut c_void) -> c_int {
+        let seen = &mut *(user as *mut Seen);
+        seen.calls += 1;
+        seen.last = *p;
+        (seen.calls == seen.stop_at) as c_int
+    }
+    let last_error = || unsafe { CStr::from_ptr(lark::ffi::lark_last_error()) }.to_str().unwrap().to_string();
+    let run = |job: &Value, seen: &mut Seen| {
+        let text = CString::new(job.to_string()).unwrap();
+        unsafe { lark_score_pool(text.as_ptr(), Some(progress), seen as *mut Seen as *mut c_void) }
+    };
+    let job = serde_json::json!({
+        "model": f.model, "pool": f.pool, "out": out, "device": "cpu", "batch_tokens": 64, "max_len": 384,
+    });
+    let mut stop = Seen { calls: 0, stop_at: 2, last: LarkProgress::default() };
+    assert_eq!(run(&job, &mut stop), LARK_ERR_INTERRUPTED, "{}", last_error());
+    assert!(last_error().contains("stopped by the progress callback"), "{}", last_error());
+    assert!(last_error().contains("\"resume\": true"), "{}", last_error());
+    assert!(!out.join("run.json").exists() && !out.join("scores.jsonl").exists(), "nothing final after a stop");
+
+    let mut resume = serde_json::json!({"resume": true});
+    resume.as_object_mut().unwrap().extend(job.as_object().unwrap().clone());
+    let mut go = Seen { calls: 0, stop_at: 0, last: LarkProgress::default() };
+    assert_eq!(run(&resume, &mut go), LARK_OK, "{}", last_error());
+    for file in ["scores.jsonl", "scores.json"] {
+        assert_eq!(std::fs::read(out.join(file)).unwrap(), std::fs::read(cli.join(file)).unwrap(), "{file}");
+    }
+    assert!(go.calls > 0 && go.last.totals_exact == 1);
+    assert_eq!((go.last.trajectories_done, go.last.trajectories_total), (f.scores.len(), f.scores.len()));
+
+    let bad = CString::new("{not json").unwrap();
+    assert_eq!(unsafe { lark_score_pool(bad.as_ptr(), None, std::ptr::null_mut()) }, LARK_ERR_INPUT);
+    assert!(last_error().starts_with("lark_score_pool: job_json: invalid JSON"), "{}", last_error());
+    let mut unknown = job.clone();
+    unknown["colour"] = "red".into();
+    let text = CString::new(unknown.to_string()).unwrap();
+    assert_eq!(unsafe { lark_score_pool(text.as_ptr(), None, std::ptr::null_mut()) }, LARK_ERR_INPUT);
+    assert!(last_error().contains("unexpected argument '--colour'"), "{}", last_error());
+}

@@ -4,10 +4,10 @@
 //! recomputes every per-problem score from the shards' per-trajectory statistics (`candidates.jsonl`) in
 //! pool order, so `scores.jsonl` and `scores.json` are byte-identical to an unsharded run's.
 
-use super::score::write_run_json;
 use crate::error::{LarkError, Result};
 use crate::export::{write_atomic, write_scores_json, write_scores_jsonl};
 use crate::run::resume::read_candidates;
+use crate::run::score_job::write_run_json;
 use crate::run::{parse_brier, Indexed, Shard};
 use crate::score::{score_all, BrierMode, Candidate, ScoreOptions};
 use serde_json::Value;

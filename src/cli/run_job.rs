@@ -1,9 +1,10 @@
 //! `lark run`: the main job — score the pool, select with χ²-B, write everything, print a summary.
 
-use super::score::{finish, score, ScoreArgs};
+use super::score::ScoreArgs;
 use super::select::{select_rows, write_selection, SelectOpts};
 use crate::error::Result;
 use crate::report::{write_report, ReportInput};
+use crate::run::{Interrupt, StderrHooks};
 use crate::score::ScoreRow;
 use crate::select::Selection;
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let r = score(&a.score)?;
+    let r = a.score.score(&mut StderrHooks::default(), Some(Interrupt::on_signals()?))?;
     let selections = select_rows(&r.output.rows, &a.select)?;
     let n_train =
         write_selection(&selections, &r.pool.source, a.score.format, &a.score.out, a.select.drop_zero_weight)?;
@@ -29,8 +30,7 @@ pub fn run(a: Args) -> Result<()> {
         write_report(&a.score.out.join("report.html"), &input)?;
     }
     // run.json after every other file: a run killed before this point is resumed, not taken as complete.
-    let (_, output, device) = finish(&a.score.out, r)?;
-    let r = Done { output, device };
+    let r = r.finish()?;
     print_summary(&r.output.rows, &selections, &a.select);
     println!(
         "\n{} trajectories, {} tokens through the model in {:.1} s ({:.0} tokens/s) on {}",
@@ -46,11 +46,6 @@ pub fn run(a: Args) -> Result<()> {
         if a.no_report { "" } else { "report.html, " }
     );
     Ok(())
-}
-
-struct Done {
-    output: crate::run::JobOutput,
-    device: String,
 }
 
 fn fmt_score(x: f64) -> String {

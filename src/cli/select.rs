@@ -2,11 +2,12 @@
 
 use crate::error::{LarkError, Result};
 use crate::export::jsonl::read_jsonl;
-use crate::export::{read_scores_jsonl, selected_records, write_selection_jsonl, write_train_jsonl};
+use crate::export::read_scores_jsonl;
+pub use crate::export::write_selection;
 use crate::grad::gstar::{rows_by_problem, GstarRow};
-use crate::io::{PoolFormat, PoolSource, ReadOptions};
+use crate::io::{PoolFormat, PoolSource};
 use crate::score::Direction;
-use crate::score::{group_rows, ScoreRow, Scorer};
+use crate::score::ScoreRow;
 use crate::select::{select, Selection, Weighting};
 use std::path::{Path, PathBuf};
 
@@ -49,19 +50,7 @@ pub struct Args {
 
 /// Rank every problem's candidates by `opts.by` and weight the top B.
 pub fn select_rows(rows: &[ScoreRow], opts: &SelectOpts) -> Result<Vec<Selection>> {
-    let scorer: Scorer = crate::score::parse_scorers(&opts.by)?
-        .into_iter()
-        .next()
-        .filter(|_| !opts.by.contains(','))
-        .ok_or_else(|| LarkError::input("--by", format!("`{}`: expected one scorer name", opts.by)))?;
-    let weighting = Weighting::parse(&opts.weighting, opts.temperature)?;
-    group_rows(rows.to_vec())
-        .into_iter()
-        .map(|(pid, rows)| {
-            let cands: Vec<(i64, f64)> = rows.iter().map(|r| (r.candidate_id, scorer.value(r))).collect();
-            select(pid, &cands, scorer.name(), scorer.direction(), opts.budget, weighting)
-        })
-        .collect()
+    crate::select::select_rows(rows, &opts.by, opts.budget, Weighting::parse(&opts.weighting, opts.temperature)?)
 }
 
 /// The scorer name that ranks by the exact g* of `lark gstar` (a `gstar.jsonl` field, higher is better).
@@ -88,20 +77,6 @@ pub fn read_gstar_rows(path: &Path) -> Result<Vec<GstarRow>> {
             format!("--by g_star reads the gstar.jsonl that `lark gstar` writes as --scores: {e}"),
         )
     })
-}
-
-/// Write selection.jsonl and train.jsonl into `out`.
-pub fn write_selection(
-    selections: &[Selection],
-    pool: &PoolSource,
-    format: PoolFormat,
-    out: &std::path::Path,
-    drop_zero_weight: bool,
-) -> Result<usize> {
-    std::fs::create_dir_all(out).map_err(|e| LarkError::io(out, e))?;
-    let records = selected_records(pool, &ReadOptions { format, skip_invalid: true }, selections)?;
-    write_selection_jsonl(&out.join("selection.jsonl"), selections)?;
-    write_train_jsonl(&out.join("train.jsonl"), selections, |p, c| records.get(&(p, c)), drop_zero_weight)
 }
 
 pub fn run(a: Args) -> Result<()> {

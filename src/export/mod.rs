@@ -11,4 +11,6 @@ pub mod selection;
 pub use atomic::{write_atomic, write_jsonl, AtomicFile};
 pub use rejects::write_rejects_jsonl;
 pub use scores::{read_scores_jsonl, write_scores_json, write_scores_jsonl};
-pub use selection::{read_selection_jsonl, selected_records, write_selection_jsonl, write_train_jsonl};
+pub use selection::{
+    read_selection_jsonl, selected_records, train_lines, write_selection, write_selection_jsonl, write_train_jsonl,
+};

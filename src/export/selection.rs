@@ -62,44 +62,68 @@ pub fn write_train_jsonl<'r>(
 ) -> Result<usize> {
     let mut n = 0usize;
     write_atomic(path, |w| {
-        for s in selections {
-            for c in &s.selected {
-                if drop_zero_weight && c.weight <= 0.0 {
-                    continue;
-                }
-                let rec = lookup(s.problem_id, c.candidate_id).ok_or_else(|| {
-                    LarkError::input(
-                        path.display().to_string(),
-                        format!(
-                            "selected problem_id {} candidate_id {} is not in the pool",
-                            s.problem_id, c.candidate_id
-                        ),
-                    )
-                })?;
-                let line = TrainLine {
-                    messages: &rec.messages,
-                    tools: rec.tools.as_deref(),
-                    meta: TrainMeta {
-                        problem_id: s.problem_id,
-                        candidate_id: c.candidate_id,
-                        sample_idx: c.candidate_id,
-                        teacher: &rec.teacher,
-                        method: &s.method,
-                        by: &s.by,
-                        budget: s.budget,
-                        score: c.score,
-                        train_weight: c.weight,
-                    },
-                };
-                serde_json::to_writer(&mut *w, &line)
-                    .map_err(|e| LarkError::Other(format!("{}: {e}", path.display())))?;
-                w.write_all(b"\n").map_err(|e| w.err(e))?;
-                n += 1;
-            }
-        }
-        Ok(())
+        for_each_train_line(selections, &lookup, drop_zero_weight, &path.display().to_string(), |line| {
+            serde_json::to_writer(&mut *w, line).map_err(|e| LarkError::Other(format!("{}: {e}", path.display())))?;
+            w.write_all(b"\n").map_err(|e| w.err(e))?;
+            n += 1;
+            Ok(())
+        })
     })?;
     Ok(n)
+}
+
+/// The lines `train.jsonl` would hold, as JSON texts (for callers that keep them in memory: Python's TRL
+/// export). `name` stands for the file in errors.
+pub fn train_lines<'r>(
+    selections: &[Selection],
+    lookup: impl Fn(i64, i64) -> Option<&'r Record>,
+    drop_zero_weight: bool,
+    name: &str,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for_each_train_line(selections, &lookup, drop_zero_weight, name, |line| {
+        out.push(serde_json::to_string(line).map_err(|e| LarkError::Other(format!("{name}: {e}")))?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn for_each_train_line<'r>(
+    selections: &[Selection],
+    lookup: &impl Fn(i64, i64) -> Option<&'r Record>,
+    drop_zero_weight: bool,
+    name: &str,
+    mut f: impl FnMut(&TrainLine<'_>) -> Result<()>,
+) -> Result<()> {
+    for s in selections {
+        for c in &s.selected {
+            if drop_zero_weight && c.weight <= 0.0 {
+                continue;
+            }
+            let rec = lookup(s.problem_id, c.candidate_id).ok_or_else(|| {
+                LarkError::input(
+                    name.to_string(),
+                    format!("selected problem_id {} candidate_id {} is not in the pool", s.problem_id, c.candidate_id),
+                )
+            })?;
+            f(&TrainLine {
+                messages: &rec.messages,
+                tools: rec.tools.as_deref(),
+                meta: TrainMeta {
+                    problem_id: s.problem_id,
+                    candidate_id: c.candidate_id,
+                    sample_idx: c.candidate_id,
+                    teacher: &rec.teacher,
+                    method: &s.method,
+                    by: &s.by,
+                    budget: s.budget,
+                    score: c.score,
+                    train_weight: c.weight,
+                },
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Read from the pool at `pool` only the records that `selections` selected (a pool can be far larger
@@ -120,4 +144,19 @@ pub fn selected_records(
         Ok(())
     })?;
     Ok(out)
+}
+
+/// Write `selection.jsonl` and `train.jsonl` into `out` (the SFT records read back from the pool at `pool`);
+/// returns the number of training lines.
+pub fn write_selection(
+    selections: &[Selection],
+    pool: &PoolSource,
+    format: crate::io::PoolFormat,
+    out: &Path,
+    drop_zero_weight: bool,
+) -> Result<usize> {
+    std::fs::create_dir_all(out).map_err(|e| LarkError::io(out, e))?;
+    let records = selected_records(pool, &ReadOptions { format, skip_invalid: true }, selections)?;
+    write_selection_jsonl(&out.join("selection.jsonl"), selections)?;
+    write_train_jsonl(&out.join("train.jsonl"), selections, |p, c| records.get(&(p, c)), drop_zero_weight)
 }

@@ -2,12 +2,13 @@
 //! every struct's size, alignment and field offsets (`offset_of!`), and every constant. `tests/c_abi.rs`
 //! compiles [`c_checks`] against `include/lark.h`, so the hand-written header cannot drift from this crate.
 
+use super::job::lark_score_pool;
 use super::model::*;
 use super::status::*;
 use super::types::*;
 use super::weights::lark_problem_weights;
 use super::{lark_last_error, lark_version};
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, c_void};
 use std::mem::{align_of, offset_of, size_of};
 
 /// A Rust type's C spelling.
@@ -22,6 +23,7 @@ c_name! {
     c_char => "char", c_int => "int", u32 => "uint32_t", u64 => "uint64_t", usize => "size_t", f64 => "double",
     LarkModel => "lark_model", LarkOptions => "lark_options", LarkTrajectoryStats => "lark_trajectory_stats",
     LarkTokenStats => "lark_token_stats", LarkSpan => "lark_span", LarkRange => "lark_range",
+    LarkProgress => "lark_progress", LarkProgressFn => "lark_progress_fn", c_void => "void",
 }
 impl<T: CType> CType for *const T {
     fn c() -> String {
@@ -99,6 +101,7 @@ pub fn functions() -> Vec<(&'static str, String)> {
             *mut LarkTokenStats,
             usize
         ) -> c_int,
+        lark_score_pool: unsafe extern "C" fn(P, LarkProgressFn, *mut c_void) -> c_int,
         lark_problem_weights: unsafe extern "C" fn(
             *const LarkTrajectoryStats,
             usize,
@@ -161,6 +164,22 @@ pub fn structs() -> Vec<StructLayout> {
         layout!(LarkTokenStats, "lark_token_stats", [logprob, sum_p2, entropy, rank, lse, topk_brier]),
         layout!(LarkSpan, "lark_span", [len, score_from, score_to, skipped, truncated]),
         layout!(LarkRange, "lark_range", [from, to]),
+        layout!(
+            LarkProgress,
+            "lark_progress",
+            [
+                trajectories_done,
+                trajectories_total,
+                problems_done,
+                problems_total,
+                tokens_done,
+                tokens_total,
+                totals_exact,
+                reserved,
+                tokens_per_s,
+                elapsed_s
+            ]
+        ),
     ]
 }
 
@@ -175,6 +194,7 @@ pub fn constants() -> Vec<(&'static str, i64)> {
         ("LARK_ERR_UNSUPPORTED", LARK_ERR_UNSUPPORTED as i64),
         ("LARK_ERR_BACKEND", LARK_ERR_BACKEND as i64),
         ("LARK_ERR_PANIC", LARK_ERR_PANIC as i64),
+        ("LARK_ERR_INTERRUPTED", LARK_ERR_INTERRUPTED as i64),
         ("LARK_SPAN_TURN", LARK_SPAN_TURN as i64),
         ("LARK_SPAN_CONTENT", LARK_SPAN_CONTENT as i64),
         ("LARK_WEIGHT_CHI2", LARK_WEIGHT_CHI2 as i64),

@@ -6,9 +6,11 @@
 //! - [`types`]: the `#[repr(C)]` structs and constants;
 //! - [`model`]: the model handle and scoring (`lark_score_chats`, `lark_score_ids`, ...);
 //! - [`weights`]: ĝ and selection weights for one problem;
+//! - [`job`]: a whole scoring job over a pool (`lark_score_pool`), as `lark score` runs it;
 //! - [`abi`]: the exported surface described in C, which `tests/c_abi.rs` checks the header against.
 
 pub mod abi;
+pub mod job;
 pub mod model;
 pub mod status;
 pub mod types;
@@ -38,7 +40,7 @@ pub unsafe extern "C" fn lark_last_error() -> *const c_char {
 }
 
 pub use model::LarkModel;
-pub use types::{LarkOptions, LarkRange, LarkSpan, LarkTokenStats, LarkTrajectoryStats};
+pub use types::{LarkOptions, LarkProgress, LarkProgressFn, LarkRange, LarkSpan, LarkTokenStats, LarkTrajectoryStats};
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! The model handle and the scoring entry points: `lark_model_open/free/device`, `lark_tokenize_chat`,
-//! `lark_score_chats`, `lark_score_ids`. Scoring follows `run::job::score_pool` step for step (same span
-//! rules, same length-packed batches, same per-trajectory sums), so the numbers are those of `lark score`.
+//! `lark_score_chats`, `lark_score_ids`: argument checks and C structs over the library's
+//! [`crate::student::Student`], whose numbers are those of `lark score`.
 
 use super::status::{
     c_str, guard, non_null, non_null_mut, FfiError, FfiResult, LARK_ERR_BUFFER_TOO_SMALL, LARK_ERR_UNSUPPORTED,
@@ -8,37 +8,18 @@ use super::status::{
 use super::types::{
     LarkOptions, LarkRange, LarkSpan, LarkTokenStats, LarkTrajectoryStats, LARK_SPAN_CONTENT, LARK_SPAN_TURN,
 };
-use crate::backend::{open_backend, Backend, DeviceChoice, SeqRequest};
+use crate::backend::{DeviceChoice, SeqRequest};
 use crate::error::LarkError;
-use crate::model::Model;
-use crate::run::schedule::pack_by_length;
 use crate::score::BrierMode;
-use crate::stats::{StatsOptions, TokenStats, TrajectoryStats};
-use crate::text::{parse_messages, Prepared, SpanMode, TextPipeline, Trajectory, Turns};
+use crate::stats::{TokenStats, TrajectoryStats};
+use crate::student::{ChatScore, Student, StudentSettings};
+use crate::text::{Prepared, SpanMode, Trajectory, Turns};
 use std::ffi::{c_char, c_int, CString};
-use std::sync::Mutex;
 
-/// The settings a handle scores under (from `lark_options`).
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    span: SpanMode,
-    max_len: usize,
-    brier: BrierMode,
-    rank_clip: u32,
-}
-
-/// `lark_model`: a student model on a backend with its text pipeline. Scoring needs the backend mutably, so
-/// it sits behind a mutex: calls on one handle from several threads are safe and run one at a time.
+/// `lark_model`: a [`Student`] with its device name as a C string.
 pub struct LarkModel {
-    text: TextPipeline,
-    backend: Mutex<Box<dyn Backend>>,
+    student: Student,
     device: CString,
-    vocab_size: usize,
-    settings: Settings,
-    /// Sequences per packed batch: 1 on the CPU, as `lark score` does there (the CPU GEMM's blocking depends
-    /// on a batch's row count, so one sequence per batch keeps every trajectory's numbers independent of its
-    /// companions and equal to the CLI's), else the job's default.
-    max_seqs: usize,
 }
 
 // The header promises that a handle may be shared between threads, but C hands it around as a raw pointer, which
@@ -50,7 +31,7 @@ const _: () = {
     shared_between_threads::<LarkModel>();
 };
 
-fn settings(o: &LarkOptions) -> FfiResult<Settings> {
+fn settings(o: &LarkOptions) -> FfiResult<StudentSettings> {
     let span = match o.span_mode {
         LARK_SPAN_TURN => SpanMode::Turn,
         LARK_SPAN_CONTENT => SpanMode::Content,
@@ -59,11 +40,14 @@ fn settings(o: &LarkOptions) -> FfiResult<Settings> {
     if o.reserved != 0 {
         return Err(FfiError::invalid("opts->reserved must be 0 (start from lark_options_default)"));
     }
-    Ok(Settings {
+    Ok(StudentSettings {
         span,
+        // Every assistant turn (what lark_score_chats sums over and lark_tokenize_chat_turns lists).
+        turns: Turns::All,
         max_len: if o.max_len == 0 { crate::text::DEFAULT_MAX_LEN } else { o.max_len },
         brier: if o.brier_topk == 0 { BrierMode::Exact } else { BrierMode::TopK(o.brier_topk as usize) },
         rank_clip: if o.rank_clip == 0 { 100 } else { o.rank_clip },
+        precision: crate::backend::cuda::Precision::Bf16,
     })
 }
 
@@ -71,96 +55,17 @@ impl LarkModel {
     fn open(dir: &str, device: &str, opts: &LarkOptions) -> FfiResult<Self> {
         let settings = settings(opts)?;
         let choice: DeviceChoice = device.parse().map_err(|e: String| FfiError::invalid(format!("device: {e}")))?;
-        let dir = std::path::Path::new(dir);
-        let model = Model::open(dir)?;
-        let text = TextPipeline::open(dir)?;
-        let tok_vocab = text.tokenizer().vocab_size();
-        if tok_vocab > model.config.vocab_size {
-            return Err(LarkError::input(
-                dir.join("tokenizer.json").display().to_string(),
-                format!(
-                    "tokenizer ids go up to {} but the model's vocabulary has {} entries",
-                    tok_vocab.saturating_sub(1),
-                    model.config.vocab_size
-                ),
-            )
-            .into());
-        }
-        if settings.span == SpanMode::Content {
-            // Fail at open rather than on every chat when the template has no known assistant markers.
-            text.family()?;
-        }
-        let (backend, device) = open_backend(&model, &choice, crate::backend::cuda::Precision::Bf16)?;
-        let max_seqs = if device.starts_with("cpu") { 1 } else { 4096 };
-        Ok(LarkModel {
-            max_seqs,
-            text,
-            backend: Mutex::new(backend),
-            device: CString::new(device.replace('\0', " ")).unwrap_or_default(),
-            vocab_size: model.config.vocab_size,
-            settings,
-        })
+        let student = Student::open(std::path::Path::new(dir), &choice, settings)?;
+        let device = CString::new(student.device().replace('\0', " ")).unwrap_or_default();
+        Ok(LarkModel { student, device })
     }
 
-    fn stats_options(&self) -> StatsOptions {
-        StatsOptions {
-            topk_brier: match self.settings.brier {
-                BrierMode::TopK(k) => Some(k),
-                BrierMode::Exact => None,
-            },
-        }
-    }
-
-    /// Run `reqs` through the backend in the CLI's length-packed batches (a batch that runs out of device memory
-    /// is split and retried, as in a scoring job); statistics come back in `reqs` order.
     fn score(&self, reqs: &[SeqRequest<'_>]) -> FfiResult<Vec<Vec<TokenStats>>> {
-        let mut backend = self.backend.lock().map_err(|_| {
-            FfiError::new(super::status::LARK_ERR_PANIC, "the model is unusable after an internal error; free it")
-        })?;
-        let opts = self.stats_options();
-        let lengths: Vec<usize> = reqs.iter().map(|r| r.ids.len()).collect();
-        let mut out: Vec<Vec<TokenStats>> = vec![Vec::new(); reqs.len()];
-        for batch in pack_by_length(&lengths, backend.batch_token_budget(), self.max_seqs) {
-            let sub: Vec<SeqRequest<'_>> = batch.iter().map(|&i| reqs[i]).collect();
-            let toks =
-                crate::run::schedule::score_splitting(&mut **backend, &sub, &opts).map_err(|f| match f.error {
-                    e @ LarkError::OutOfMemory { .. } => LarkError::Backend(format!(
-                        "sequence {} ({} tokens) does not fit in device memory even alone: {e}",
-                        batch[f.seq],
-                        sub[f.seq].ids.len()
-                    )),
-                    e => e,
-                })?;
-            for (&i, t) in batch.iter().zip(toks) {
-                if t.len() != reqs[i].n_scored() {
-                    return Err(LarkError::Backend(format!(
-                        "backend returned {} statistics for {} scored tokens",
-                        t.len(),
-                        reqs[i].n_scored()
-                    ))
-                    .into());
-                }
-                out[i] = t;
-            }
-        }
-        Ok(out)
+        Ok(self.student.score_requests(reqs)?)
     }
 
     fn prepare(&self, json: &str, at: &str) -> FfiResult<Prepared> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| LarkError::input(at.to_string(), format!("invalid JSON: {e}")))?;
-        // A messages array, or a record object: `messages` or ShareGPT `conversations`, and `tools`.
-        let (messages, tools) = match &value {
-            serde_json::Value::Object(obj) => {
-                let bad = |inv: crate::io::Invalid| LarkError::input(format!("{at}: {}", inv.field), inv.reason);
-                let messages = crate::io::validate::conversation_field(obj, false).map_err(bad)?;
-                (messages, crate::io::validate::tools_field(obj).map_err(bad)?)
-            }
-            _ => (parse_messages(&value, at)?, None),
-        };
-        self.text
-            .conversation(&messages, tools.as_deref(), self.settings.span, Turns::All, self.settings.max_len)
-            .map_err(|e| FfiError::from(LarkError::input(at.to_string(), e.to_string())))
+        Ok(self.student.prepare_json(json, at)?)
     }
 }
 
@@ -381,37 +286,24 @@ pub unsafe extern "C" fn lark_score_chats(
             .enumerate()
             .map(|(i, &p)| c_str(p, &format!("messages_json[{i}]")))
             .collect::<FfiResult<_>>()?;
-        // Text first (in parallel, as the CLI does), then the model over the ready ones.
-        let prepared: Vec<Prepared> = {
-            use rayon::prelude::*;
-            texts
-                .par_iter()
-                .enumerate()
-                .map(|(i, j)| m.prepare(j, &format!("messages_json[{i}]")))
-                .collect::<FfiResult<Vec<_>>>()?
-        };
-        let ready: Vec<(usize, SeqRequest<'_>)> =
-            prepared.iter().enumerate().filter_map(|(i, p)| p.ready().map(|t| (i, t.request()))).collect();
-        let reqs: Vec<SeqRequest<'_>> = ready.iter().map(|(_, r)| *r).collect();
-        let toks = m.score(&reqs)?;
-        let brier = m.settings.brier;
-        let mut rows: Vec<LarkTrajectoryStats> = prepared
+        let chats: Vec<serde_json::Value> = texts
             .iter()
-            .map(|p| match p {
-                Prepared::Skipped(r) => LarkTrajectoryStats::skipped(&r.to_string(), r.truncated(), brier),
-                Prepared::Ready(_) => LarkTrajectoryStats::skipped("not scored", false, brier),
+            .enumerate()
+            .map(|(i, j)| {
+                serde_json::from_str(j)
+                    .map_err(|e| LarkError::input(format!("messages_json[{i}]"), format!("invalid JSON: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let brier = m.student.settings().brier;
+        let rows: Vec<LarkTrajectoryStats> = m
+            .student
+            .score_chats(&chats, |i| format!("messages_json[{i}]"))?
+            .iter()
+            .map(|c| match c {
+                ChatScore::Skipped { reason, truncated } => LarkTrajectoryStats::skipped(reason, *truncated, brier),
+                ChatScore::Scored { stats, truncated, .. } => LarkTrajectoryStats::scored(stats, *truncated, brier),
             })
             .collect();
-        for ((i, _), t) in ready.iter().zip(toks) {
-            let tr = prepared[*i].ready().expect("`ready` lists only Ready chats");
-            // The scored turns' positions of the covering range.
-            let t = tr.keep_scored(t);
-            rows[*i] = LarkTrajectoryStats::scored(
-                &TrajectoryStats::from_tokens(&t, m.settings.rank_clip),
-                tr.truncated,
-                brier,
-            );
-        }
         std::ptr::copy_nonoverlapping(rows.as_ptr(), out, n);
         Ok(())
     })
@@ -441,12 +333,15 @@ pub unsafe extern "C" fn lark_score_ids(
             )));
         }
         let ids = std::slice::from_raw_parts(ids, len);
-        if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= m.vocab_size) {
-            return Err(FfiError::invalid(format!("ids[{i}] = {bad} is outside the vocabulary ({})", m.vocab_size)));
+        if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= m.student.vocab_size()) {
+            return Err(FfiError::invalid(format!(
+                "ids[{i}] = {bad} is outside the vocabulary ({})",
+                m.student.vocab_size()
+            )));
         }
         // Truncated from the right at max_len, as chats are.
-        let truncated = len > m.settings.max_len;
-        let ids = &ids[..len.min(m.settings.max_len)];
+        let truncated = len > m.student.settings().max_len;
+        let ids = &ids[..len.min(m.student.settings().max_len)];
         let n_scored = ids.len().saturating_sub(score_from);
         if !per_token.is_null() && per_token_cap < n_scored {
             return Err(FfiError::new(
@@ -455,18 +350,21 @@ pub unsafe extern "C" fn lark_score_ids(
             ));
         }
         if n_scored == 0 {
-            let why = format!("prompt fills max_len: score_from = {score_from} >= max_len = {}", m.settings.max_len);
-            out.write(LarkTrajectoryStats::skipped(&why, truncated, m.settings.brier));
+            let why = format!(
+                "prompt fills max_len: score_from = {score_from} >= max_len = {}",
+                m.student.settings().max_len
+            );
+            out.write(LarkTrajectoryStats::skipped(&why, truncated, m.student.settings().brier));
             return Ok(());
         }
         let toks = m.score(&[SeqRequest { ids, score_from }])?.pop().unwrap_or_default();
-        let stats = TrajectoryStats::from_tokens(&toks, m.settings.rank_clip);
+        let stats = TrajectoryStats::from_tokens(&toks, m.student.settings().rank_clip);
         if !per_token.is_null() {
             for (k, t) in toks.iter().enumerate() {
                 per_token.add(k).write(LarkTokenStats::from(t));
             }
         }
-        out.write(LarkTrajectoryStats::scored(&stats, truncated, m.settings.brier));
+        out.write(LarkTrajectoryStats::scored(&stats, truncated, m.student.settings().brier));
         Ok(())
     })
 }

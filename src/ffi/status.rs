@@ -21,6 +21,8 @@ pub const LARK_ERR_UNSUPPORTED: c_int = 5;
 pub const LARK_ERR_BACKEND: c_int = 6;
 /// An internal error (a bug): a panic was caught at the boundary.
 pub const LARK_ERR_PANIC: c_int = 7;
+/// A job stopped before it finished because its progress callback asked it to (`lark_score_pool`).
+pub const LARK_ERR_INTERRUPTED: c_int = 8;
 
 /// An error on its way to C: a status code and the message `lark_last_error` will return.
 #[derive(Debug)]
@@ -47,7 +49,8 @@ impl From<LarkError> for FfiError {
             LarkError::Io { .. } | LarkError::Input { .. } => LARK_ERR_INPUT,
             LarkError::Unsupported(_) => LARK_ERR_UNSUPPORTED,
             LarkError::Backend(_) | LarkError::OutOfMemory { .. } => LARK_ERR_BACKEND,
-            LarkError::Other(_) | LarkError::Interrupted { .. } => LARK_ERR_INPUT,
+            LarkError::Other(_) => LARK_ERR_INPUT,
+            LarkError::Interrupted { .. } => LARK_ERR_INTERRUPTED,
         };
         FfiError::new(code, e.to_string())
     }

@@ -178,3 +178,41 @@ pub struct LarkSpan {
     pub skipped: i32,
     pub truncated: i32,
 }
+
+/// `lark_progress`: how far a `lark_score_pool` job is (counts include work resumed from a journal; the two
+/// totals are estimates until `totals_exact`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LarkProgress {
+    pub trajectories_done: usize,
+    pub trajectories_total: usize,
+    pub problems_done: usize,
+    pub problems_total: usize,
+    pub tokens_done: usize,
+    pub tokens_total: usize,
+    pub totals_exact: i32,
+    pub reserved: i32,
+    /// Tokens through the model in this call (not resumed) per second.
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+impl From<&crate::run::Progress> for LarkProgress {
+    fn from(p: &crate::run::Progress) -> Self {
+        LarkProgress {
+            trajectories_done: p.trajectories_done,
+            trajectories_total: p.trajectories_total,
+            problems_done: p.problems_done,
+            problems_total: p.problems_total,
+            tokens_done: p.tokens_done,
+            tokens_total: p.tokens_total,
+            totals_exact: p.totals_exact as i32,
+            reserved: 0,
+            tokens_per_s: p.tokens_this_run as f64 / p.elapsed_s.max(1e-9),
+            elapsed_s: p.elapsed_s,
+        }
+    }
+}
+
+/// `lark_progress_fn`: called after every batch; a non-zero return stops the job cleanly.
+pub type LarkProgressFn = Option<unsafe extern "C" fn(*const LarkProgress, *mut std::ffi::c_void) -> std::ffi::c_int>;

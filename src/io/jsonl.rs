@@ -17,6 +17,25 @@ use std::sync::Arc;
 /// text, which [`super::validate::MAX_TRAJECTORY_TEXT`] bounds.
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
+/// Records given as JSON texts in memory (a library caller's records, e.g. Python dicts): text i is named
+/// `name (element i)` in errors.
+pub(super) fn read_texts<F: FnMut(Record) -> Result<()>>(
+    texts: &[String],
+    name: &Path,
+    sharegpt: bool,
+    sink: &mut Sink<F>,
+) -> Result<()> {
+    let shared: Arc<Path> = Arc::from(name);
+    for (i, text) in texts.iter().enumerate() {
+        let origin = Origin { file: shared.clone(), line: None, index: Some(i), row: None };
+        match parse_line(text.as_bytes(), &origin, sharegpt) {
+            Ok(r) => sink.record(r)?,
+            Err(inv) => sink.invalid(&origin, inv)?,
+        }
+    }
+    Ok(())
+}
+
 /// `sharegpt`: every record must be ShareGPT-shaped (`--format sharegpt`); otherwise `messages`, or
 /// `conversations` when a record has no `messages`.
 pub(super) fn read<F: FnMut(Record) -> Result<()>>(path: &Path, sharegpt: bool, sink: &mut Sink<F>) -> Result<()> {

@@ -8,5 +8,5 @@ pub mod record;
 mod rsr_dir;
 pub mod validate;
 
-pub use pool::{read_pool, visit_pool, Pool, PoolFormat, PoolSource, ReadOptions, VisitSummary};
+pub use pool::{read_pool, read_pool_texts, visit_pool, Pool, PoolFormat, PoolSource, ReadOptions, VisitSummary};
 pub use record::{Invalid, Message, Origin, Record, Reject};

@@ -194,15 +194,7 @@ pub fn visit_pool(
             }
         }
     }
-    if sink.n_records == 0 {
-        let why = if sink.rejects.is_empty() {
-            "empty pool: no records".to_string()
-        } else {
-            format!("empty pool: all {} entries were invalid (see rejects)", sink.rejects.len())
-        };
-        return Err(LarkError::input(source.display(), why));
-    }
-    Ok(VisitSummary { format, n_records: sink.n_records, problems: sink.problems, rejects: sink.rejects })
+    sink.finish(&source.display(), format)
 }
 
 /// A whole pool in memory, problem-major.
@@ -234,8 +226,35 @@ impl Pool {
 /// Read the whole pool at `source` (a path, or several: [`PoolSource`]).
 pub fn read_pool(source: impl Into<PoolSource>, opts: &ReadOptions) -> Result<Pool> {
     let source = source.into();
+    collect_pool(source.clone(), |f| visit_pool(&source, opts, f))
+}
+
+/// A pool given as JSON texts in memory, one record each (`lark score`'s JSONL lines without the file: a
+/// library caller's records). `name` stands for the file in errors and in [`Pool::source`]: text i is
+/// `name (element i)`. `opts.format`: `Auto` or `LarkJsonl` (`messages`, or ShareGPT `conversations`), or
+/// `ShareGpt`.
+pub fn read_pool_texts(texts: &[String], name: &str, opts: &ReadOptions) -> Result<Pool> {
+    let sharegpt = match opts.format {
+        PoolFormat::Auto | PoolFormat::LarkJsonl => false,
+        PoolFormat::ShareGpt => true,
+        f => return Err(LarkError::input(name, format!("records in memory are JSON objects, not {}", f.name()))),
+    };
+    let source = PoolSource::new(vec![PathBuf::from(name)])?;
+    collect_pool(source, |f| {
+        let mut sink = Sink::new(opts.skip_invalid, f);
+        jsonl::read_texts(texts, Path::new(name), sharegpt, &mut sink)?;
+        let format = if sharegpt { PoolFormat::ShareGpt } else { PoolFormat::LarkJsonl };
+        sink.finish(name, format)
+    })
+}
+
+/// A pool from the records a visit delivers, grouped by problem in first-appearance order.
+fn collect_pool(
+    source: PoolSource,
+    visit: impl FnOnce(&mut dyn FnMut(Record) -> Result<()>) -> Result<VisitSummary>,
+) -> Result<Pool> {
     let mut by_problem: HashMap<i64, Vec<Record>> = HashMap::new();
-    let summary = visit_pool(&source, opts, |r| {
+    let summary = visit(&mut |r| {
         by_problem.entry(r.problem_id).or_default().push(r);
         Ok(())
     })?;
@@ -272,6 +291,19 @@ impl<F: FnMut(Record) -> Result<()>> Sink<F> {
             rejects: Vec::new(),
             n_records: 0,
         }
+    }
+
+    /// The summary of a finished read; an error when no record was valid (an empty pool).
+    fn finish(self, name: &str, format: PoolFormat) -> Result<VisitSummary> {
+        if self.n_records == 0 {
+            let why = if self.rejects.is_empty() {
+                "empty pool: no records".to_string()
+            } else {
+                format!("empty pool: all {} entries were invalid (see rejects)", self.rejects.len())
+            };
+            return Err(LarkError::input(name, why));
+        }
+        Ok(VisitSummary { format, n_records: self.n_records, problems: self.problems, rejects: self.rejects })
     }
 
     /// An entry that failed validation: an error, or a reject under `skip_invalid`.

@@ -33,6 +33,12 @@ impl Interrupt {
         Ok(flag)
     }
 
+    /// Stop the job as if `signal` had arrived: a caller's own cancel (Python's KeyboardInterrupt, a C
+    /// progress callback asking to stop).
+    pub fn raise(&self, signal: i32) {
+        self.0.store(signal.max(1) as usize, Ordering::SeqCst);
+    }
+
     /// The signal received, if any.
     pub fn signal(&self) -> Option<i32> {
         match self.0.load(Ordering::SeqCst) {

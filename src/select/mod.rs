@@ -104,6 +104,28 @@ pub struct Selection {
     pub threshold: f64,
 }
 
+/// Rank every problem's candidates (rows of `scores.jsonl`, grouped by problem) by the scorer named `by` and
+/// weight the top `budget` (what `lark select` and `lark run` do).
+pub fn select_rows(
+    rows: &[crate::score::ScoreRow],
+    by: &str,
+    budget: usize,
+    weighting: Weighting,
+) -> Result<Vec<Selection>> {
+    let scorer: crate::score::Scorer = crate::score::parse_scorers(by)?
+        .into_iter()
+        .next()
+        .filter(|_| !by.contains(','))
+        .ok_or_else(|| LarkError::input("--by", format!("`{by}`: expected one scorer name")))?;
+    crate::score::group_rows(rows.to_vec())
+        .into_iter()
+        .map(|(pid, rows)| {
+            let cands: Vec<(i64, f64)> = rows.iter().map(|r| (r.candidate_id, scorer.value(r))).collect();
+            select(pid, &cands, scorer.name(), scorer.direction(), budget, weighting)
+        })
+        .collect()
+}
+
 /// Select among one problem's `(candidate_id, score)` pairs, given in pool order.
 pub fn select(
     problem_id: i64,
