@@ -159,10 +159,16 @@ impl ScoreJob {
         }
         use clap::Parser;
         FromOptions::try_parse_from(argv).map(|o| o.job).map_err(|e| {
-            // clap's message without its usage lines: "invalid value 'x' for '--max-len <MAX_LEN>': ...".
+            // clap's message on one line, without its usage, tips and help pointer: "invalid value 'x' for
+            // '--max-len <MAX_LEN>': ...", "the following required arguments were not provided: --pool <POOL>...".
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
-            LarkError::input("job", first)
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            LarkError::input("job", lines.join(" ").trim_start_matches("error: ").to_string())
         })
     }
 
