@@ -378,7 +378,7 @@ mod tests {
         let e = err(serde_json::json!({"model": "m", "pool": "p", "out": "o", "colour": 1}));
         assert!(e.contains("--colour"), "{e}");
         let e = err(serde_json::json!({"model": "m", "pool": "p", "out": "o", "device": {"x": 1}}));
-        assert_eq!(e, "job: device: expected a string or number, got object");
+        assert_eq!(e, "job: device: expected a string or number, got an object");
         assert_eq!(err(serde_json::json!([1])), "job: expected a JSON object of `lark score` options");
     }
 }
