@@ -490,7 +490,7 @@ fn score_pool_through_the_c_abi_is_lark_score_and_stops_on_request() {
     use std::ffi::{c_int, c_void, CStr, CString};
 
     let f = fixture();
-    let dir = scratch().join("score_pool");
+    let dir = scratch().join("score_pool_job");
     let (cli, out) = (dir.join("cli"), dir.join("abi"));
     let small = ["--batch-tokens", "64", "--max-len", "384"];
     let mut args = vec!["score", "--model", s(&f.model), "--pool", s(&f.pool), "--out", s(&cli), "--device", "cpu"];
