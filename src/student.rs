@@ -186,6 +186,19 @@ impl Student {
         self.prepare(&value, at)
     }
 
+    /// [`Student::score_chats`] of JSON texts, text i named `name[i]` in errors (the C ABI's and Python's input).
+    pub fn score_chat_texts(&self, texts: &[impl AsRef<str>], name: &str) -> Result<Vec<ChatScore>> {
+        let chats: Vec<serde_json::Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::from_str(t.as_ref())
+                    .map_err(|e| LarkError::input(format!("{name}[{i}]"), format!("invalid JSON: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        self.score_chats(&chats, |i| format!("{name}[{i}]"))
+    }
+
     /// Score chats (as [`Student::prepare`] takes them; `at(i)` names chat i in errors): text first, in
     /// parallel as the CLI does, then the model over the ready ones. Sums and tokens cover every scored turn.
     pub fn score_chats(

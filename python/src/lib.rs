@@ -105,7 +105,6 @@ fn run_interruptible<T: Send>(
             (Ok(v), None) => Ok(v),
             // Finished before it saw the interrupt: the work is done, but the user asked to stop.
             (Ok(_), Some(e)) => Err(e),
-            (Err(e @ LarkError::Interrupted { .. }), Some(_)) => Err(to_py(e)),
             (Err(e), _) => Err(to_py(e)),
         }
     })
@@ -307,17 +306,7 @@ impl NativeStudent {
     fn token_stats<'py>(&self, py: Python<'py>, chats: Vec<String>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let interrupt = Interrupt::default();
         let student = &self.student;
-        let scores = run_interruptible(py, &interrupt, move || {
-            let values: Vec<serde_json::Value> = chats
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    serde_json::from_str(c)
-                        .map_err(|e| LarkError::input(format!("chats[{i}]"), format!("invalid JSON: {e}")))
-                })
-                .collect::<lark::Result<_>>()?;
-            student.score_chats(&values, |i| format!("chats[{i}]"))
-        })?;
+        let scores = run_interruptible(py, &interrupt, move || student.score_chat_texts(&chats, "chats"))?;
         scores
             .into_iter()
             .map(|c| {

@@ -9,7 +9,6 @@ use super::types::{
     LarkOptions, LarkRange, LarkSpan, LarkTokenStats, LarkTrajectoryStats, LARK_SPAN_CONTENT, LARK_SPAN_TURN,
 };
 use crate::backend::{DeviceChoice, SeqRequest};
-use crate::error::LarkError;
 use crate::score::BrierMode;
 use crate::stats::{TokenStats, TrajectoryStats};
 use crate::student::{ChatScore, Student, StudentSettings};
@@ -286,18 +285,10 @@ pub unsafe extern "C" fn lark_score_chats(
             .enumerate()
             .map(|(i, &p)| c_str(p, &format!("messages_json[{i}]")))
             .collect::<FfiResult<_>>()?;
-        let chats: Vec<serde_json::Value> = texts
-            .iter()
-            .enumerate()
-            .map(|(i, j)| {
-                serde_json::from_str(j)
-                    .map_err(|e| LarkError::input(format!("messages_json[{i}]"), format!("invalid JSON: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
         let brier = m.student.settings().brier;
         let rows: Vec<LarkTrajectoryStats> = m
             .student
-            .score_chats(&chats, |i| format!("messages_json[{i}]"))?
+            .score_chat_texts(&texts, "messages_json")?
             .iter()
             .map(|c| match c {
                 ChatScore::Skipped { reason, truncated } => LarkTrajectoryStats::skipped(reason, *truncated, brier),
