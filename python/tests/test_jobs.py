@@ -17,11 +17,16 @@ import lark_select as lark
 # Small batches make many journal chunks (one per problem): the options crash_resume.rs uses.
 CHUNKY = {"device": "cpu", "batch_tokens": 64, "max_len": 384}
 
+# The child's progress callback sleeps 0.1 s per call (it runs on the scoring thread, so the job waits for it):
+# the tiny student scores the whole small pool in well under 0.1 s on a fast machine, which let the job finish
+# between the first journaled chunk and the signal (CI, 2026-12-03). Slowed so, the job lasts seconds and the
+# signal always lands mid-pool.
 CHILD = r"""
-import sys, lark_select as lark
+import sys, time, lark_select as lark
 student, pool, out = sys.argv[1:4]
 def tick(p):
     print("progress", p["trajectories_done"], flush=True)
+    time.sleep(0.1)
 lark.score_pool(student, pool, out, progress=tick, device="cpu", batch_tokens=64, max_len=384)
 print("finished", flush=True)
 """
