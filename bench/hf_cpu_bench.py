@@ -8,9 +8,7 @@ log-softmax over the vocabulary, and for every position the gold log-prob, sum_v
 JSON line per T with the median tokens/s.
 
 Token ids: `--ids-file` holds a JSON array of token-id arrays (one sequence each; batch 1, so one array). With
-`--write-ids` the files are first generated from real text: the first T ids of the longest sequence of the golden
-fixture (tests/fixtures/golden_smollm2.json, a 2,408-token worked solution rendered with the SmolLM2 chat template),
-repeated if T is longer. `lark bench --model DIR --ids-file F` reads the same files.
+`--write-ids` the files are first generated from real text by bench/bench_ids.py. `lark bench --model DIR --ids-file F` reads the same files.
 
 Usage:
   hf_cpu_bench.py --gguf FILE.gguf --write-ids DIR --seq-len 512 --seq-len 2048 [--runs 3] [--threads 2]
@@ -27,28 +25,8 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden_smollm2.json")
-
-
-def ids_path(dirname, T):
-    return os.path.join(dirname, f"smollm2_ids_T{T}.json")
-
-
-def write_ids(dirname, lengths):
-    with open(GOLDEN) as f:
-        seqs = json.load(f)["sequences"]
-    src = max(seqs, key=lambda s: len(s["ids"]))["ids"]
-    os.makedirs(dirname, exist_ok=True)
-    paths = []
-    for T in lengths:
-        ids = (src * (T // len(src) + 1))[:T]
-        p = ids_path(dirname, T)
-        with open(p, "w") as f:
-            json.dump([ids], f)
-            f.write("\n")
-        paths.append(p)
-    return paths
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_ids import write_ids  # noqa: E402  (the ids every tool of scripts/bench-cpu.sh reads)
 
 
 def stats_pass(model, ids):

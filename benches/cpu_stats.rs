@@ -1,5 +1,5 @@
-//! Criterion benches for the CPU hot paths that are not GEMMs: the one-pass vocabulary statistics (fast
-//! and reference), and χ²-B selection over a pool of 5,000 problems × 33 candidates.
+//! Criterion benches for the CPU hot paths: the one-pass vocabulary statistics (fast
+//! and reference), χ²-B selection over a pool of 5,000 problems × 33 candidates; and the CPU GEMM and attention.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lark::model::random::SplitMix;
@@ -45,7 +45,7 @@ fn bench_selection(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_vocab_stats, bench_selection, bench_gemm);
+criterion_group!(benches, bench_vocab_stats, bench_selection, bench_gemm, bench_attention, bench_fma_peak);
 criterion_main!(benches);
 
 fn bench_gemm(c: &mut Criterion) {
@@ -60,4 +60,114 @@ fn bench_gemm(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// One layer's causal attention at SmolLM2-135M's shape (9 query heads, 3 KV heads, d = 64), one sequence.
+/// Throughput counts the causal FLOPs (QKᵀ and P·V over the lower triangle).
+fn bench_attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention_causal");
+    g.sample_size(10);
+    let (h, kvh, d) = (9usize, 3usize, 64usize);
+    for t in [512usize, 2048, 8192] {
+        // Entries in [−1, 1]: scores of a trained model's size. With the ±8 of `logits` most e^{s−max} underflow
+        // (to subnormals with the C library's expf); so run, T = 512 took 33 ms a layer on 2026-12-03's machine,
+        // against 10 ms a layer for the real SmolLM2 in `lark bench --profile` on the same machine.
+        let unit = |n, seed| logits(n, seed).into_iter().map(|x| x / 8.0).collect::<Vec<f32>>();
+        let (q, k, v) = (unit(t * h * d, 5), unit(t * kvh * d, 6), unit(t * kvh * d, 7));
+        let mut out = vec![0f32; t * h * d];
+        g.throughput(Throughput::Elements((2 * 2 * d * h * t * (t + 1) / 2) as u64));
+        g.bench_function(format!("smollm2_T{t}"), |b| {
+            b.iter(|| lark::backend::cpu::ops::attention_causal(&q, &k, &v, &[0, t], h, kvh, d, &mut out))
+        });
+    }
+    g.finish();
+}
+
+/// This machine's FMA peak, the yardstick for the GEMM and attention figures: independent chains of fused
+/// multiply-adds in the widest vector registers the processor has (16 accumulators hide the FMA latency),
+/// on one thread and on every rayon thread at once. Throughput counts 2 FLOPs per lane per FMA.
+fn bench_fma_peak(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fma_peak");
+    const ITERS: usize = 1 << 20;
+    let lanes = fma::lanes();
+    let flops_per_call = (2 * fma::ACCUMULATORS * lanes * ITERS) as u64;
+    g.throughput(Throughput::Elements(flops_per_call));
+    g.bench_function(format!("1_thread_{}_lanes", lanes), |b| b.iter(|| fma::chains(ITERS)));
+    let threads = rayon::current_num_threads();
+    g.throughput(Throughput::Elements(flops_per_call * threads as u64));
+    g.bench_function(format!("{threads}_threads_{lanes}_lanes"), |b| {
+        b.iter(|| rayon::broadcast(|_| fma::chains(ITERS)).into_iter().sum::<f32>())
+    });
+    g.finish();
+}
+
+mod fma {
+    pub const ACCUMULATORS: usize = 16;
+
+    pub fn lanes() -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return 16;
+            }
+            if std::arch::is_x86_feature_detected!("fma") {
+                return 8;
+            }
+        }
+        1
+    }
+
+    /// `iters` rounds of [`ACCUMULATORS`] independent FMAs; returns a sum so nothing is optimised away.
+    pub fn chains(iters: usize) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: each path runs only on a CPU with the features it is compiled for.
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return unsafe { chains_avx512(iters) };
+            }
+            if std::arch::is_x86_feature_detected!("fma") {
+                return unsafe { chains_avx2(iters) };
+            }
+        }
+        let mut acc = [1f32; ACCUMULATORS];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = a.mul_add(0.999_999, 1e-7);
+            }
+        }
+        std::hint::black_box(acc).iter().sum()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn chains_avx512(iters: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); ACCUMULATORS];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, m, a);
+            }
+        }
+        let acc = std::hint::black_box(acc);
+        acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chains_avx2(iters: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); ACCUMULATORS];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, m, a);
+            }
+        }
+        let mut out = [0f32; 8];
+        for x in std::hint::black_box(acc) {
+            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(_mm256_loadu_ps(out.as_ptr()), x));
+        }
+        out.iter().sum()
+    }
 }

@@ -140,7 +140,7 @@ const LANES: usize = 8;
 /// error < 2e-8 on that interval), 2^n from the exponent bits. Inputs below −87 are clamped (the result,
 /// ~1e-38, is negligible next to the block's e^0 = 1).
 #[inline(always)]
-fn exp_neg_f32(x: f32) -> f32 {
+pub(crate) fn exp_neg_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;

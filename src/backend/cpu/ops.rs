@@ -7,6 +7,8 @@
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use crate::stats::exp_neg_f32;
+
 fn parallelism() -> Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => Parallelism::None,
@@ -46,39 +48,6 @@ pub fn matmul_bt_with(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &
             w.as_ptr(),
             k as isize,
             1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
-}
-
-/// `out[m, n] = a[m, k] · b[k, n]` with explicit strides for `b` (row stride `b_rs`), single call.
-#[allow(clippy::too_many_arguments)]
-fn matmul_nn_with(a: &[f32], m: usize, k: usize, b: &[f32], b_rs: usize, n: usize, out: &mut [f32], par: Parallelism) {
-    assert!(a.len() >= m * k && out.len() >= m * n && (k == 0 || b.len() >= (k - 1) * b_rs + n));
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: bounds asserted above.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            b_rs as isize,
             0.0,
             1.0,
             false,
@@ -180,13 +149,22 @@ pub fn embed(table: &[f32], hidden: usize, ids: &[u32], out: &mut [f32]) {
     });
 }
 
-/// Query rows per block of the CPU attention: bounds the score buffer at `QBLOCK × seq_len` floats.
-const QBLOCK: usize = 128;
+/// Query rows per head in one block of the CPU attention. With the `group` query heads that share a KV head
+/// stacked, a block's score tile is `group × Q_BLOCK × K_BLOCK` floats (192 KiB for SmolLM2's 3 × 64 × 256):
+/// it stays in L2 at every sequence length.
+pub const Q_BLOCK: usize = 128;
+/// Keys per block. A multiple of [`Q_BLOCK`], so a key block never starts inside a query block.
+pub const K_BLOCK: usize = 1024;
 
-/// Causal grouped-query attention over a packed batch. `q` is `[T, n_heads, d]`, `k`/`v` `[T, n_kv, d]`,
-/// `cu_seqlens` the sequence boundaries (positions restart at each). Scores for a block of query rows are
-/// formed with a GEMM against the keys up to the block's last row, softmaxed exactly (max-subtracted, f32
-/// with an f64 row sum), then multiplied by V: no T×T matrix is ever held.
+/// Causal grouped-query attention over a packed batch, flash-style. `q` is `[T, n_heads, d]`, `k`/`v`
+/// `[T, n_kv, d]`, `cu_seqlens` the sequence boundaries (positions restart at each).
+///
+/// Work items are (sequence, KV head, block of [`Q_BLOCK`] query rows); the query heads sharing the KV head are
+/// stacked into one tile, so each key and value row is read once per tile. For each block of [`K_BLOCK`] visible
+/// keys, one GEMM forms the scores against K in place (no gather), an online softmax keeps each row's running
+/// max and sum (the sum in f64), and a second GEMM accumulates P·V. Memory is linear in T: no row of scores longer
+/// than a key block exists. Blocks are laid out from each sequence's start, so a sequence's result does not
+/// depend on what else is packed with it, and every item writes its own rows: the output is deterministic.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_causal(
     q: &[f32],
@@ -198,68 +176,210 @@ pub fn attention_causal(
     head_dim: usize,
     out: &mut [f32],
 ) {
-    let d = head_dim;
-    let group = n_heads / n_kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let qw = n_heads * d;
-    let kw = n_kv_heads * d;
-    // Work items: (sequence, head, query block); each writes a disjoint set of output elements.
+    let shape = AttentionShape { n_heads, n_kv_heads, head_dim };
+    let (qw, kw) = (n_heads * head_dim, n_kv_heads * head_dim);
+    let t = cu_seqlens.last().copied().unwrap_or(0);
+    assert!(q.len() >= t * qw && k.len() >= t * kw && v.len() >= t * kw && out.len() >= t * qw, "attention sizes");
     let mut items = Vec::new();
     for s in 0..cu_seqlens.len().saturating_sub(1) {
         let (start, end) = (cu_seqlens[s], cu_seqlens[s + 1]);
-        for h in 0..n_heads {
-            let mut b = start;
-            while b < end {
-                items.push((start, end, h, b, (b + QBLOCK).min(end)));
-                b += QBLOCK;
+        for kv_head in 0..n_kv_heads {
+            for b0 in (start..end).step_by(Q_BLOCK) {
+                items.push(QueryBlock { start, kv_head, rows: b0..(b0 + Q_BLOCK).min(end) });
             }
         }
     }
-    let results: Vec<(usize, usize, usize, Vec<f32>)> = items
-        .par_iter()
-        .map(|&(start, _end, h, b0, b1)| {
-            let kvh = h / group;
-            let nq = b1 - b0;
-            let nk = b1 - start; // keys visible to the block's last row
-                                 // Gather the block's queries and the visible keys/values of this kv head contiguously.
-            let mut qb = vec![0f32; nq * d];
-            for (i, t) in (b0..b1).enumerate() {
-                qb[i * d..(i + 1) * d].copy_from_slice(&q[t * qw + h * d..t * qw + (h + 1) * d]);
+    // The longest first (work grows with the visible keys), so the short ones fill in at the end.
+    items.sort_by_key(|b| std::cmp::Reverse(b.rows.end - b.start));
+    let tiles: Vec<(QueryBlock, Vec<f32>)> =
+        items.into_par_iter().map(|b| (b.clone(), attend_dispatch(q, k, v, &shape, &b))).collect();
+    let (d, group) = (head_dim, n_heads / n_kv_heads);
+    for (b, tile) in tiles {
+        let nq = b.rows.len();
+        for g in 0..group {
+            let h = b.kv_head * group + g;
+            for (i, t) in b.rows.clone().enumerate() {
+                out[t * qw + h * d..t * qw + (h + 1) * d]
+                    .copy_from_slice(&tile[(g * nq + i) * d..(g * nq + i + 1) * d]);
             }
-            let mut kb = vec![0f32; nk * d];
-            let mut vb = vec![0f32; nk * d];
-            for (j, t) in (start..b1).enumerate() {
-                kb[j * d..(j + 1) * d].copy_from_slice(&k[t * kw + kvh * d..t * kw + (kvh + 1) * d]);
-                vb[j * d..(j + 1) * d].copy_from_slice(&v[t * kw + kvh * d..t * kw + (kvh + 1) * d]);
-            }
-            let mut s = vec![0f32; nq * nk];
-            matmul_bt_with(&qb, nq, d, &kb, nk, &mut s, Parallelism::None);
-            for i in 0..nq {
-                let visible = b0 + i - start + 1;
-                let row = &mut s[i * nk..(i + 1) * nk];
-                let m = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x * scale));
-                let mut sum = 0f64;
-                for x in row[..visible].iter_mut() {
-                    *x = (*x * scale - m).exp();
-                    sum += *x as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                row[..visible].iter_mut().for_each(|x| *x *= inv);
-                row[visible..].fill(0.0);
-            }
-            let mut o = vec![0f32; nq * d];
-            matmul_nn_with(&s, nq, nk, &vb, d, d, &mut o, Parallelism::None);
-            (h, b0, nq, o)
-        })
-        .collect();
-    for (h, b0, nq, o) in results {
-        for i in 0..nq {
-            let t = b0 + i;
-            out[t * qw + h * d..t * qw + (h + 1) * d].copy_from_slice(&o[i * d..(i + 1) * d]);
         }
     }
 }
 
+struct AttentionShape {
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Clone)]
+struct QueryBlock {
+    /// The sequence's first row (its position 0).
+    start: usize,
+    kv_head: usize,
+    rows: std::ops::Range<usize>,
+}
+
+fn attend_dispatch(q: &[f32], k: &[f32], v: &[f32], shape: &AttentionShape, b: &QueryBlock) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for (checked just above).
+            return unsafe { attend_avx2(q, k, v, shape, b) };
+        }
+    }
+    attend(q, k, v, shape, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(q: &[f32], k: &[f32], v: &[f32], shape: &AttentionShape, b: &QueryBlock) -> Vec<f32> {
+    attend(q, k, v, shape, b)
+}
+
+/// One query block against its visible keys: the output tile `[group × rows, d]`, query heads outermost.
+#[inline(always)]
+fn attend(q: &[f32], k: &[f32], v: &[f32], shape: &AttentionShape, b: &QueryBlock) -> Vec<f32> {
+    let d = shape.head_dim;
+    let group = shape.n_heads / shape.n_kv_heads;
+    let (qw, kw) = (shape.n_heads * d, shape.n_kv_heads * d);
+    let nq = b.rows.len();
+    let n_rows = group * nq;
+    let scale = 1.0 / (d as f32).sqrt();
+    // The tile's queries. The scale multiplies each score (q·k)·scale, not q: the same rounding as HF's
+    // attention, which the golden tests hold to 1e-5 on peaked distributions where one ulp of a score shows.
+    let mut qt = vec![0f32; n_rows * d];
+    for g in 0..group {
+        let h = b.kv_head * group + g;
+        for (i, t) in b.rows.clone().enumerate() {
+            qt[(g * nq + i) * d..(g * nq + i + 1) * d].copy_from_slice(&q[t * qw + h * d..t * qw + (h + 1) * d]);
+        }
+    }
+    let mut o = vec![0f32; n_rows * d];
+    let mut row_max = vec![f32::NEG_INFINITY; n_rows];
+    let mut row_sum = vec![0f64; n_rows];
+    let mut p = vec![0f32; n_rows * K_BLOCK];
+    let kv_off = b.kv_head * d;
+    // Rows whose keys all fit in one block take the exact softmax (normalised P, then one P·V): the arithmetic
+    // of the attention before blocking, so sequences up to K_BLOCK tokens score as they always did.
+    let single_block = b.rows.end - b.start <= K_BLOCK;
+    for k0 in (b.start..b.rows.end).step_by(K_BLOCK) {
+        let k1 = (k0 + K_BLOCK).min(b.rows.end);
+        let nk = k1 - k0;
+        let p = &mut p[..n_rows * nk];
+        // S = Q · K[k0..k1]ᵀ, K read in place: its element (c, j) is k[(k0 + j)·kw + kv_off + c].
+        // SAFETY: p is n_rows × nk (row stride nk), qt n_rows × d (row stride d); the K reads stay inside
+        // rows k0..k1 of k, whose length the caller asserted.
+        unsafe {
+            gemm(
+                n_rows,
+                nk,
+                d,
+                p.as_mut_ptr(),
+                1,
+                nk as isize,
+                false,
+                qt.as_ptr(),
+                1,
+                d as isize,
+                k[k0 * kw + kv_off..].as_ptr(),
+                kw as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        }
+        for r in 0..n_rows {
+            let t = b.rows.start + r % nq;
+            let visible = (t + 1).saturating_sub(k0).min(nk);
+            let row = &mut p[r * nk..(r + 1) * nk];
+            if visible == 0 {
+                row.fill(0.0);
+                continue;
+            }
+            let block_max = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x * scale));
+            let new_max = row_max[r].max(block_max);
+            let block_sum = exp_shifted_sum(&mut row[..visible], scale, new_max, single_block);
+            row[visible..].fill(0.0);
+            if row_max[r] != f32::NEG_INFINITY && row_max[r] != new_max {
+                let rescale = exp_neg_f32(row_max[r] - new_max);
+                row_sum[r] *= rescale as f64;
+                o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= rescale);
+            }
+            row_sum[r] += block_sum;
+            row_max[r] = new_max;
+            if single_block {
+                // All of the row's keys are in this block: normalise P before P·V, as an exact softmax does.
+                let inv = (1.0 / row_sum[r]) as f32;
+                row[..visible].iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+        // O += P · V[k0..k1], V read in place: its element (j, c) is v[(k0 + j)·kw + kv_off + c].
+        // SAFETY: o is n_rows × d, p n_rows × nk; the V reads stay inside rows k0..k1 of v.
+        unsafe {
+            gemm(
+                n_rows,
+                d,
+                nk,
+                o.as_mut_ptr(),
+                1,
+                d as isize,
+                true,
+                p.as_ptr(),
+                1,
+                nk as isize,
+                v[k0 * kw + kv_off..].as_ptr(),
+                1,
+                kw as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        }
+    }
+    if !single_block {
+        for (r, row) in o.chunks_mut(d).enumerate() {
+            let inv = (1.0 / row_sum[r]) as f32;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+    o
+}
+
+/// `x ← e^{x·scale − max}` over a row of raw scores, returning the sum in f64. `exact` takes the C library's
+/// `expf` (the single-block path, whose results must not move); otherwise the polynomial exp of the vocabulary
+/// pass, which the compiler vectorises over eight lanes (relative error < 2e-8).
+#[inline(always)]
+fn exp_shifted_sum(row: &mut [f32], scale: f32, max: f32, exact: bool) -> f64 {
+    if exact {
+        return row.iter_mut().fold(0f64, |sum, x| {
+            *x = (*x * scale - max).exp();
+            sum + *x as f64
+        });
+    }
+    const LANES: usize = 8;
+    let mut lanes = [0f64; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            c[l] = exp_neg_f32(c[l] * scale - max);
+            lanes[l] += c[l] as f64;
+        }
+    }
+    let mut sum = 0f64;
+    for x in chunks.into_remainder() {
+        *x = exp_neg_f32(*x * scale - max);
+        sum += *x as f64;
+    }
+    sum + lanes.iter().sum::<f64>()
+}
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)]
 mod tests {
@@ -336,24 +456,11 @@ mod tests {
         assert_eq!(&x[..h * d], &x0[..h * d]);
     }
 
-    #[test]
-    fn attention_matches_naive_gqa_varlen() {
-        let mut rng = SplitMix(4);
-        let (h, kvh, d) = (6, 2, 5);
-        // A 1-token sequence, a short one, and one longer than a query block.
-        let lens = [1usize, 9, QBLOCK + 37];
-        let mut cu = vec![0usize];
-        for l in lens {
-            cu.push(cu.last().unwrap() + l);
-        }
+    /// Causal GQA attention in f64, one query row at a time: the definition.
+    fn naive_attention(q: &[f32], k: &[f32], v: &[f32], cu: &[usize], h: usize, kvh: usize, d: usize) -> Vec<f64> {
         let t = *cu.last().unwrap();
-        let q = rand_vec(&mut rng, t * h * d);
-        let k = rand_vec(&mut rng, t * kvh * d);
-        let v = rand_vec(&mut rng, t * kvh * d);
-        let mut out = vec![f32::NAN; t * h * d];
-        attention_causal(&q, &k, &v, &cu, h, kvh, d, &mut out);
-        let mut naive = vec![0f64; t * h * d];
-        for s in 0..lens.len() {
+        let mut out = vec![0f64; t * h * d];
+        for s in 0..cu.len() - 1 {
             for i in cu[s]..cu[s + 1] {
                 for hh in 0..h {
                     let g = hh / (h / kvh);
@@ -368,7 +475,7 @@ mod tests {
                     let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
                     for x in 0..d {
-                        naive[(i * h + hh) * d + x] = (cu[s]..=i)
+                        out[(i * h + hh) * d + x] = (cu[s]..=i)
                             .zip(&scores)
                             .map(|(j, sc)| (sc - m).exp() / z * v[(j * kvh + g) * d + x] as f64)
                             .sum();
@@ -376,7 +483,74 @@ mod tests {
                 }
             }
         }
-        assert_close(&out, &naive, 1e-5, "attention");
+        out
+    }
+
+    fn packed(lens: &[usize]) -> Vec<usize> {
+        let mut cu = vec![0usize];
+        for l in lens {
+            cu.push(cu.last().unwrap() + l);
+        }
+        cu
+    }
+
+    #[test]
+    fn attention_matches_naive_gqa_varlen() {
+        let mut rng = SplitMix(4);
+        let (h, kvh, d) = (6, 2, 5);
+        // A 1-token sequence, a short one, and one spanning two key blocks and a partial query block.
+        let cu = packed(&[1, 9, K_BLOCK + Q_BLOCK + 37]);
+        let t = *cu.last().unwrap();
+        let q = rand_vec(&mut rng, t * h * d);
+        let k = rand_vec(&mut rng, t * kvh * d);
+        let v = rand_vec(&mut rng, t * kvh * d);
+        let mut out = vec![f32::NAN; t * h * d];
+        attention_causal(&q, &k, &v, &cu, h, kvh, d, &mut out);
+        assert_close(&out, &naive_attention(&q, &k, &v, &cu, h, kvh, d), 1e-5, "attention");
+    }
+
+    #[test]
+    fn attention_online_softmax_follows_a_growing_max() {
+        // Scores that grow along the sequence (keys scaled up with position, large magnitudes), so every key block
+        // raises each row's running max and the accumulated output must be rescaled; MHA (group 1), d = 16.
+        let mut rng = SplitMix(9);
+        let (h, kvh, d) = (2, 2, 16);
+        let cu = packed(&[3 * K_BLOCK + 5]);
+        let t = *cu.last().unwrap();
+        let q: Vec<f32> = rand_vec(&mut rng, t * h * d).iter().map(|x| x.abs() * 3.0).collect();
+        let k: Vec<f32> =
+            (0..t * kvh * d).map(|i| (1.0 + 4.0 * (i / (kvh * d)) as f32 / t as f32) * rng.next_f32().abs()).collect();
+        let v = rand_vec(&mut rng, t * kvh * d);
+        let mut out = vec![f32::NAN; t * h * d];
+        attention_causal(&q, &k, &v, &cu, h, kvh, d, &mut out);
+        let want = naive_attention(&q, &k, &v, &cu, h, kvh, d);
+        assert_close(&out, &want, 1e-5, "attention, growing scores");
+        let worst = out.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0f64, f64::max);
+        assert!(worst < 1e-5, "attention, growing scores: max abs error {worst}");
+    }
+
+    #[test]
+    fn attention_of_a_sequence_does_not_depend_on_what_is_packed_with_it() {
+        let mut rng = SplitMix(11);
+        let (h, kvh, d) = (4, 1, 8);
+        let len = K_BLOCK + 3;
+        let (q, k, v) =
+            (rand_vec(&mut rng, len * h * d), rand_vec(&mut rng, len * kvh * d), rand_vec(&mut rng, len * kvh * d));
+        let mut alone = vec![0f32; len * h * d];
+        attention_causal(&q, &k, &v, &packed(&[len]), h, kvh, d, &mut alone);
+        // The same sequence between two others.
+        let (before, after) = (77usize, 5usize);
+        let pad = |x: &[f32], w: usize, rng: &mut SplitMix| {
+            let mut all = rand_vec(rng, before * w);
+            all.extend_from_slice(x);
+            all.extend(rand_vec(rng, after * w));
+            all
+        };
+        let (qp, kp, vp) = (pad(&q, h * d, &mut rng), pad(&k, kvh * d, &mut rng), pad(&v, kvh * d, &mut rng));
+        let mut out = vec![0f32; (before + len + after) * h * d];
+        attention_causal(&qp, &kp, &vp, &packed(&[before, len, after]), h, kvh, d, &mut out);
+        let mid = &out[before * h * d..(before + len) * h * d];
+        assert!(mid.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "packing changed the bits");
     }
 
     #[test]
