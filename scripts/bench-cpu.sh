@@ -50,6 +50,8 @@ model="$(sed -n 's/^SMOLLM2_DIR=//p' <<< "$fixtures")"
 gguf_q41="$(sed -n 's/^SMOLLM2_GGUF=//p' <<< "$fixtures")"
 [[ -d "$model" && -f "$gguf_q41" ]] || { echo "bench-cpu: scripts/fetch-fixtures.sh gave no SmolLM2 model/GGUF" >&2; exit 1; }
 mapfile -t ids_files < <(python3 "$root/bench/bench_ids.py" "$bench_dir" "${lengths[@]}")
+id_args=()
+for f in "${ids_files[@]}"; do id_args+=(--ids-file "$f"); done
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
@@ -77,8 +79,6 @@ if wants llama.cpp; then
     for type in f32 bf16; do
         gguf="$bench_dir/SmolLM2-135M-Instruct.$type.gguf"
         [[ -f "$gguf" ]] || "$py" "$root/bench/llama_cpp_bench.py" convert --gguf "$gguf_q41" --type "$type" --out "$gguf"
-        id_args=()
-        for f in "${ids_files[@]}"; do id_args+=(--ids-file "$f"); done
         "$py" "$root/bench/llama_cpp_bench.py" time --gguf "$gguf" "${id_args[@]}" --runs "$runs" --threads "$threads" \
             | sed "s/^{/{\"type\":\"$type\",/" | tee -a "$results"
     done
@@ -88,8 +88,6 @@ fi
 if wants hf; then
     read -r hf_py hf_gguf < <("$root/scripts/golden.sh" --print-paths) || true
     [[ -x "${hf_py:-}" && -f "${hf_gguf:-}" ]] || { echo "bench-cpu: scripts/golden.sh --print-paths failed" >&2; exit 1; }
-    id_args=()
-    for f in "${ids_files[@]}"; do id_args+=(--ids-file "$f"); done
     CUDA_VISIBLE_DEVICES="" "$hf_py" "$root/bench/hf_cpu_bench.py" --gguf "$hf_gguf" "${id_args[@]}" \
         --runs "$runs" --threads "$threads" 2> >(grep -v -e 'Converting' -e 'Loading weights' >&2) \
         | sed 's/^{/{"type":"f32",/' | tee -a "$results"

@@ -17,14 +17,14 @@ import lark_select as lark
 # Small batches make many journal chunks (one per problem): the options crash_resume.rs uses.
 CHUNKY = {"device": "cpu", "batch_tokens": 64, "max_len": 384}
 
-# The child's progress callback sleeps 0.1 s per call (it runs on the scoring thread, so the job waits for it):
-# the tiny student scores the whole small pool in well under 0.1 s on a fast machine, which let the job finish
-# between the first journaled chunk and the signal (CI, 2026-12-03). Slowed so, the job lasts seconds and the
-# signal always lands mid-pool.
-# It also installs Python's SIGINT handler itself. A child that inherits an ignored SIGINT gets no handler from
-# Python, and the signal never reaches the job. The parent may have been started with `nohup … &`, or something in
-# the pytest process may have ignored SIGINT. That is the likely cause, not a confirmed one, of the 'ran to its
-# end' failures in CI of 6cdee4c and 184568f. The test alone passed in the foreground and under `nohup … &`.
+# The child's progress callback sleeps 0.1 s per call (it runs on the scoring thread, so the job waits for it): the
+# tiny student can score the whole small pool in well under a second, and slowed so the job lasts seconds, so the
+# signal lands mid-pool on any machine.
+# The child also installs Python's SIGINT handler itself. A child that inherits an ignored SIGINT gets no handler
+# from Python, and the signal never reaches the job. The parent may have been started with `nohup … &`, or
+# something in the pytest process may have ignored SIGINT. That is the likely cause, not a confirmed one, of the
+# 'ran to its end' failures in CI of 6cdee4c and 184568f (the second with the sleep already in place). The test
+# alone passed in the foreground and under `nohup … &`.
 CHILD = r"""
 import signal, sys, time, lark_select as lark
 signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -33,29 +33,52 @@ pub fn matmul_bt_with(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &
     }
     // SAFETY: the asserts above bound every access: dst is m×n with row stride n, lhs m×k with row stride k,
     // rhs = wᵀ (k×n) read as w with column stride k.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+    unsafe { gemm_strided(m, n, k, out.as_mut_ptr(), n, false, x.as_ptr(), k, w.as_ptr(), k, 1, par) }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` on row-major `dst` and `lhs` (unit column stride, row strides
+/// `dst_rs`, `lhs_rs`) and a `rhs` of any strides: element (r, c) of rhs is `rhs[r·rhs_rs + c·rhs_cs]`.
+/// With `accumulate` the product is added to `dst`, otherwise it overwrites it.
+///
+/// # Safety
+/// Every element addressed through the three pointers and strides must be inside its allocation.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_cs: usize,
+    rhs_rs: usize,
+    par: Parallelism,
+) {
+    let alpha = if accumulate { 1.0 } else { 0.0 };
+    gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        1,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        alpha,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    )
 }
 
 /// Add a bias to every row.
@@ -150,11 +173,13 @@ pub fn embed(table: &[f32], hidden: usize, ids: &[u32], out: &mut [f32]) {
 }
 
 /// Query rows per head in one block of the CPU attention. With the `group` query heads that share a KV head
-/// stacked, a block's score tile is `group × Q_BLOCK × K_BLOCK` floats (192 KiB for SmolLM2's 3 × 64 × 256):
-/// it stays in L2 at every sequence length.
+/// stacked, a block's score tile is `group × Q_BLOCK × K_BLOCK` floats (1.5 MiB for SmolLM2's 3 × 128 × 1024),
+/// whatever the sequence length.
 pub const Q_BLOCK: usize = 128;
-/// Keys per block. A multiple of [`Q_BLOCK`], so a key block never starts inside a query block.
+/// Keys per block. A multiple of [`Q_BLOCK`], so a key block never starts inside a query block: every query row
+/// sees at least one key of every block it visits.
 pub const K_BLOCK: usize = 1024;
+const _: () = assert!(K_BLOCK % Q_BLOCK == 0);
 
 /// Causal grouped-query attention over a packed batch, flash-style. `q` is `[T, n_heads, d]`, `k`/`v`
 /// `[T, n_kv, d]`, `cu_seqlens` the sequence boundaries (positions restart at each).
@@ -191,8 +216,13 @@ pub fn attention_causal(
     }
     // The longest first (work grows with the visible keys), so the short ones fill in at the end.
     items.sort_by_key(|b| std::cmp::Reverse(b.rows.end - b.start));
-    let tiles: Vec<(QueryBlock, Vec<f32>)> =
-        items.into_par_iter().map(|b| (b.clone(), attend_dispatch(q, k, v, &shape, &b))).collect();
+    let tiles: Vec<(QueryBlock, Vec<f32>)> = items
+        .into_par_iter()
+        .map(|b| {
+            let tile = attend_dispatch(q, k, v, &shape, &b);
+            (b, tile)
+        })
+        .collect();
     let (d, group) = (head_dim, n_heads / n_kv_heads);
     for (b, tile) in tiles {
         let nq = b.rows.len();
@@ -212,7 +242,6 @@ struct AttentionShape {
     head_dim: usize,
 }
 
-#[derive(Clone)]
 struct QueryBlock {
     /// The sequence's first row (its position 0).
     start: usize,
@@ -270,37 +299,14 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], shape: &AttentionShape, b: &QueryBloc
         // S = Q · K[k0..k1]ᵀ, K read in place: its element (c, j) is k[(k0 + j)·kw + kv_off + c].
         // SAFETY: p is n_rows × nk (row stride nk), qt n_rows × d (row stride d); the K reads stay inside
         // rows k0..k1 of k, whose length the caller asserted.
+        let k_rows = k[k0 * kw + kv_off..].as_ptr();
         unsafe {
-            gemm(
-                n_rows,
-                nk,
-                d,
-                p.as_mut_ptr(),
-                1,
-                nk as isize,
-                false,
-                qt.as_ptr(),
-                1,
-                d as isize,
-                k[k0 * kw + kv_off..].as_ptr(),
-                kw as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            )
+            gemm_strided(n_rows, nk, d, p.as_mut_ptr(), nk, false, qt.as_ptr(), d, k_rows, kw, 1, Parallelism::None)
         }
         for r in 0..n_rows {
             let t = b.rows.start + r % nq;
-            let visible = (t + 1).saturating_sub(k0).min(nk);
+            let visible = (t + 1 - k0).min(nk); // k0 ≤ rows.start ≤ t (K_BLOCK is a multiple of Q_BLOCK)
             let row = &mut p[r * nk..(r + 1) * nk];
-            if visible == 0 {
-                row.fill(0.0);
-                continue;
-            }
             let block_max = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x * scale));
             let new_max = row_max[r].max(block_max);
             let block_sum = exp_shifted_sum(&mut row[..visible], scale, new_max, single_block);
@@ -320,28 +326,9 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], shape: &AttentionShape, b: &QueryBloc
         }
         // O += P · V[k0..k1], V read in place: its element (j, c) is v[(k0 + j)·kw + kv_off + c].
         // SAFETY: o is n_rows × d, p n_rows × nk; the V reads stay inside rows k0..k1 of v.
+        let v_rows = v[k0 * kw + kv_off..].as_ptr();
         unsafe {
-            gemm(
-                n_rows,
-                d,
-                nk,
-                o.as_mut_ptr(),
-                1,
-                d as isize,
-                true,
-                p.as_ptr(),
-                1,
-                nk as isize,
-                v[k0 * kw + kv_off..].as_ptr(),
-                1,
-                kw as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            )
+            gemm_strided(n_rows, d, nk, o.as_mut_ptr(), d, true, p.as_ptr(), nk, v_rows, 1, kw, Parallelism::None)
         }
     }
     if !single_block {
@@ -380,6 +367,7 @@ fn exp_shifted_sum(row: &mut [f32], scale: f32, max: f32, exact: bool) -> f64 {
     }
     sum + lanes.iter().sum::<f64>()
 }
+
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)]
 mod tests {
