@@ -60,6 +60,28 @@ fn bench_gemm(c: &mut Criterion) {
         });
     }
     g.finish();
+    // The same products with the weight packed once, as the CPU backend runs its f32 linear layers.
+    let mut g =
+        c.benchmark_group(format!("f32_linear_{}", lark::backend::cpu::linear::kernel_name().replace(' ', "_")));
+    for (m, k, n) in [(512usize, 576usize, 3072usize), (64, 576, 49152), (512, 1536, 576)] {
+        let x = logits(m * k, 3);
+        let w = lark::backend::cpu::linear::F32Linear::new(logits(n * k, 4), n, k);
+        let mut out = vec![0f32; m * n];
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(format!("{m}x{k}x{n}"), |b| b.iter(|| w.matmul_bt(&x, m, &mut out)));
+    }
+    g.finish();
+    // The same products in bf16 (`--precision bf16`): AMX where the processor has it, else AVX512-BF16, else the
+    // portable kernel.
+    let mut g = c.benchmark_group(format!("bf16_matmul_bt_{}", lark::backend::cpu::bf16::kernel_name()));
+    for (m, k, n) in [(512usize, 576usize, 3072usize), (64, 576, 49152), (512, 1536, 576)] {
+        let x = logits(m * k, 3);
+        let w = lark::backend::cpu::bf16::Bf16Linear::pack(&logits(n * k, 4), n, k);
+        let mut out = vec![0f32; m * n];
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(format!("{m}x{k}x{n}"), |b| b.iter(|| w.matmul_bt(&x, m, &mut out)));
+    }
+    g.finish();
 }
 
 /// One layer's causal attention at SmolLM2-135M's shape (9 query heads, 3 KV heads, d = 64), one sequence.
@@ -138,11 +160,10 @@ mod fma {
         std::hint::black_box(acc).iter().sum()
     }
 
-    // The AVX-512 intrinsics are stable from Rust 1.89, above the crate's MSRV (1.85): the library and the binary
-    // keep 1.85; this bench alone needs 1.89 (without AVX-512 the measured peak would be half the real one).
+    // The AVX-512 intrinsics are stable from Rust 1.89, the crate's MSRV (without AVX-512 the measured peak would
+    // be half the real one).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::incompatible_msrv)]
     unsafe fn chains_avx512(iters: usize) -> f32 {
         use std::arch::x86_64::*;
         let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));

@@ -9,7 +9,8 @@
 # which lark reads as the converted f32 model ($LARK_CACHE/smollm2-135m-instruct), HF transformers dequantizes
 # on load, and bench/llama_cpp_bench.py rewrites, dequantized, as an F32 and a BF16 GGUF for llama.cpp.
 #
-#   lark       `lark bench --device cpu --threads 2 --ids-file F` (release build): forward pass, LM head over every
+#   lark       `lark bench --device cpu --threads 2 --ids-file F --precision fp32|bf16 --profile` (release build),
+#              the f32 reference and the opt-in bf16 linear layers: forward pass, LM head over every
 #              position and the full-vocabulary statistics.
 #   llama.cpp  llama-cpp-python 0.3.36 built from its PyPI sdist with -DGGML_NATIVE=ON into a cached virtualenv
 #              ($LARK_LLAMA_VENV, default $LARK_CACHE/llama-cpp-venv-<cpu>: the build is native, so one per
@@ -55,13 +56,17 @@ for f in "${ids_files[@]}"; do id_args+=(--ids-file "$f"); done
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
-# 1. lark, CPU backend.
+# 1. lark, CPU backend: the f32 reference path and the opt-in bf16 path (--precision bf16).
 if wants lark; then
     (cd "$root" && cargo build --release --quiet --bin lark)
-    for i in "${!lengths[@]}"; do
-        "$root/target/release/lark" bench --model "$model" --device cpu --threads "$threads" \
-            --ids-file "${ids_files[$i]}" --repeats "$runs" --json \
-            | sed "s/^{/{\"tool\":\"lark\",\"type\":\"f32\",\"seq_len\":${lengths[$i]},/" | tee -a "$results"
+    for type in f32 bf16; do
+        precision=fp32
+        [[ "$type" == bf16 ]] && precision=bf16
+        for i in "${!lengths[@]}"; do
+            "$root/target/release/lark" bench --model "$model" --device cpu --threads "$threads" \
+                --ids-file "${ids_files[$i]}" --repeats "$runs" --precision "$precision" --json --profile \
+                | sed "s/^{/{\"tool\":\"lark\",\"type\":\"$type\",\"seq_len\":${lengths[$i]},/" | tee -a "$results"
+        done
     done
 fi
 
@@ -93,17 +98,18 @@ if wants hf; then
         | sed 's/^{/{"type":"f32",/' | tee -a "$results"
 fi
 
-# 4. Summary: tokens/s per tool, type and length, and lark's ratio to llama.cpp of the same type.
+# 4. Summary: tokens/s per tool, type and length, and lark's ratio to llama.cpp of the same type (lark f32 to
+# llama.cpp F32, lark bf16 to llama.cpp BF16).
 python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 tps = lambda r: r.get("tok_per_s", r.get("tokens_per_s"))
 llama = {(r["type"], r["seq_len"]): tps(r) for r in rows if r.get("tool") == "llama.cpp"}
-print("\n| tool | type | T | tokens/s (median) | mean NLL | lark / llama.cpp F32 |\n|---|---|---|---|---|---|")
+print("\n| tool | type | T | tokens/s (median) | mean NLL | lark / llama.cpp of the same type |\n|---|---|---|---|---|---|")
 for r in rows:
     ratio = ""
-    if r.get("tool") == "lark" and ("f32", r["seq_len"]) in llama:
-        ratio = f"{tps(r) / llama[('f32', r['seq_len'])]:.2f}×"
+    if r.get("tool") == "lark" and (r["type"], r["seq_len"]) in llama:
+        ratio = f"{tps(r) / llama[(r['type'], r['seq_len'])]:.2f}×"
     nll = r.get("mean_nll", "")
     print(f"| {r.get('tool')} | {r.get('type')} | {r.get('seq_len')} | {tps(r):.0f} | {nll} | {ratio} |")
 EOF

@@ -25,8 +25,9 @@ pub struct StudentSettings {
     pub max_len: usize,
     pub brier: BrierMode,
     pub rank_clip: u32,
-    /// GPU activations (the CPU backend is always f32).
-    pub precision: Precision,
+    /// None: each device's default (bf16 activations on a GPU, the f32 reference on the CPU); `Bf16` on the CPU
+    /// opts into its bf16 linear layers.
+    pub precision: Option<Precision>,
 }
 
 impl Default for StudentSettings {
@@ -37,7 +38,7 @@ impl Default for StudentSettings {
             max_len: crate::text::DEFAULT_MAX_LEN,
             brier: BrierMode::Exact,
             rank_clip: 100,
-            precision: Precision::Bf16,
+            precision: None,
         }
     }
 }

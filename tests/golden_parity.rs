@@ -424,3 +424,84 @@ fn raw_logits_match_hf() {
     }
     eprintln!("raw logits: max |Δ| {worst:.2e}");
 }
+
+/// The CPU's opt-in bf16 path (`--precision bf16`: linear layers in bf16, AMX where available) against HF's fp32
+/// numbers: its per-token error, stated in the README, held to bounds with room over what was measured, and the
+/// f32 path's own error beside it for scale.
+#[test]
+fn bf16_cpu_path_stays_near_hf_fp32() {
+    let fx = fixture();
+    let dir = fixtures::smollm2_dir();
+    let model = Model::open(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut backend = CpuBackend::with_precision(&model, lark::backend::cuda::Precision::Bf16).unwrap();
+    let opts = StatsOptions::default();
+    let (mut d_lp, mut d_sp2) = (Vec::new(), Vec::new());
+    for s in &fx.sequences {
+        let got = backend.score(&[SeqRequest { ids: &s.ids, score_from: 1 }], &opts).unwrap().pop().unwrap();
+        let p = &s.positions;
+        assert_eq!(got.len(), s.ids.len() - 1, "{}: number of scored positions", s.name);
+        let mut nll = (0f64, 0f64);
+        for (i, g) in got.iter().enumerate() {
+            assert!(g.logprob.is_finite() && g.sum_p2.is_finite(), "{} t={}: not finite", s.name, i + 1);
+            d_lp.push((g.logprob as f64 - p.logprob[i]).abs());
+            d_sp2.push((g.sum_p2 as f64 - p.sum_p2[i]).abs());
+            nll.0 -= g.logprob as f64;
+            nll.1 -= p.logprob[i];
+        }
+        let n = got.len() as f64;
+        let d_mean_nll = (nll.0 - nll.1).abs() / n;
+        eprintln!("bf16 {}: mean NLL {:.5} vs HF {:.5} (Δ {d_mean_nll:.2e})", s.name, nll.0 / n, nll.1 / n);
+        assert!(d_mean_nll < 0.01, "{}: mean NLL moved by {d_mean_nll} nats", s.name);
+    }
+    let q = |v: &mut Vec<f64>, f: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() - 1) as f64 * f).round() as usize]
+    };
+    let (lp50, lp99, lpmax) = (q(&mut d_lp, 0.5), q(&mut d_lp, 0.99), q(&mut d_lp, 1.0));
+    let (sp50, sp99, spmax) = (q(&mut d_sp2, 0.5), q(&mut d_sp2, 0.99), q(&mut d_sp2, 1.0));
+    eprintln!(
+        "bf16 over {} tokens: |Δ log p| median {lp50:.2e}, p99 {lp99:.2e}, max {lpmax:.2e}; |Δ Σπ²| median \
+         {sp50:.2e}, p99 {sp99:.2e}, max {spmax:.2e}",
+        d_lp.len()
+    );
+    assert!(lp50 < 0.03 && lp99 < 0.15 && lpmax < 0.6, "log p error: median {lp50}, p99 {lp99}, max {lpmax}");
+    assert!(sp50 < 0.01 && sp99 < 0.05 && spmax < 0.2, "Σπ² error: median {sp50}, p99 {sp99}, max {spmax}");
+}
+
+/// The issue's acceptance check for the CPU's bf16 path: `lark run` on the example pool (12 problems, 70
+/// trajectories) with SmolLM2 selects the same top-3 trajectories of every problem as the f32 reference,
+/// compared as sets, as `lark selftest` compares the GPU's selection with the CPU's (the order inside the three
+/// follows ĝ, and two of a problem's selected candidates may swap places when their ĝ are within bf16's
+/// error). Two whole runs on the CPU: the slowest test of this file.
+#[test]
+fn bf16_cpu_path_keeps_the_example_pools_top3_selection() {
+    let dir = fixtures::smollm2_dir();
+    let pool = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pool.jsonl");
+    let tmp = tempfile::tempdir().unwrap();
+    let selected = |precision: &str| -> Vec<(u64, Vec<u64>)> {
+        let out = tmp.path().join(precision);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lark"))
+            .args(["run", "--model", dir.to_str().unwrap(), "--pool", pool.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap(), "--budget", "3", "--device", "cpu", "--precision", precision])
+            .output()
+            .expect("lark runs");
+        assert!(o.status.success(), "lark run --precision {precision}: {}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(out.join("selection.jsonl")).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let ids = v["selected"].as_array().unwrap().iter().map(|c| c["candidate_id"].as_u64().unwrap());
+                (v["problem_id"].as_u64().unwrap(), ids.collect())
+            })
+            .collect()
+    };
+    let (f32_sel, bf16_sel) = (selected("fp32"), selected("bf16"));
+    assert_eq!(f32_sel.len(), 12, "one selection per problem");
+    assert!(f32_sel.iter().all(|(_, ids)| ids.len() == 3), "{f32_sel:?}");
+    let as_sets = |sel: &[(u64, Vec<u64>)]| -> Vec<(u64, std::collections::BTreeSet<u64>)> {
+        sel.iter().map(|(p, ids)| (*p, ids.iter().copied().collect())).collect()
+    };
+    let reordered = f32_sel.iter().zip(&bf16_sel).filter(|(a, b)| a != b).count();
+    eprintln!("bf16 vs f32: top-3 in another order in {reordered} of {} problems", f32_sel.len());
+    assert_eq!(as_sets(&bf16_sel), as_sets(&f32_sel), "bf16 changed the top-3 selection");
+}

@@ -109,6 +109,12 @@ fn resume_after_kill_is_byte_identical() {
             let o = lark(&other);
             assert!(!o.status.success());
             assert!(String::from_utf8_lossy(&o.stderr).contains("settings"), "{}", String::from_utf8_lossy(&o.stderr));
+            // Another precision (the CPU's opt-in bf16 linear layers): refused, naming it.
+            let mut other = a.clone();
+            other.extend(["--resume", "--precision", "bf16"]);
+            let o = lark(&other);
+            assert!(!o.status.success());
+            assert!(String::from_utf8_lossy(&o.stderr).contains("precision"), "{}", String::from_utf8_lossy(&o.stderr));
             let mut r = a.clone();
             r.push("--resume");
             let o = ok(&r);

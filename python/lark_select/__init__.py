@@ -180,7 +180,8 @@ class Student:
     Args:
         model: model directory (config.json, safetensors, tokenizer.json, chat template), as ``lark --model``.
         device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        precision: GPU activations, ``"bf16"`` (default) or ``"fp32"``; the CPU is always f32.
+        precision: ``None`` (default): each device's own, bf16 activations on a GPU and the f32 reference on the
+            CPU; ``"fp32"``; or ``"bf16"``, which on the CPU opts into bf16 linear layers (AMX where available).
         max_len: truncate token sequences from the right at this length.
         span: ``"turn"`` (whole assistant turn, LARK authors) or ``"content"`` (RSR authors).
         turns: ``"all"`` assistant turns of a conversation, or the ``"last"`` one.
@@ -196,7 +197,7 @@ class Student:
         model: PathLike,
         *,
         device: str = "auto",
-        precision: str = "bf16",
+        precision: Optional[str] = None,
         max_len: int = 32768,
         span: str = "turn",
         turns: str = "all",

@@ -14,7 +14,7 @@ _Progress = Union[bool, None, Callable[[Dict[str, Any]], Any]]
 
 class NativeStudent:
     def __init__(
-        self, model: str, device: str, precision: str, max_len: int, span: str, turns: str, brier: str, rank_clip: int
+        self, model: str, device: str, precision: Optional[str], max_len: int, span: str, turns: str, brier: str, rank_clip: int
     ) -> None: ...
     @property
     def device(self) -> str: ...

@@ -220,7 +220,7 @@ impl NativeStudent {
         py: Python<'_>,
         model: std::path::PathBuf,
         device: &str,
-        precision: &str,
+        precision: Option<&str>,
         max_len: usize,
         span: &str,
         turns: &str,
@@ -233,7 +233,7 @@ impl NativeStudent {
             max_len,
             brier: lark::run::parse_brier(brier).map_err(to_py)?,
             rank_clip,
-            precision: parse("precision", precision)?,
+            precision: precision.map(|p| parse("precision", p)).transpose()?,
         };
         if max_len == 0 {
             return Err(InputError::new_err("max_len: must be at least 1"));
@@ -256,7 +256,7 @@ impl NativeStudent {
             BrierMode::TopK(k) => format!("topk:{k}"),
         };
         serde_json::json!({
-            "model": self.student.dir(), "device": self.student.device(), "precision": s.precision.name(),
+            "model": self.student.dir(), "device": self.student.device(), "precision": s.precision.map(|p| p.name()),
             "span": s.span.to_string(), "turns": s.turns.to_string(), "max_len": s.max_len, "brier": brier,
             "rank_clip": s.rank_clip,
         })

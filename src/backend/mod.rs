@@ -89,24 +89,33 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+/// The precision each kind of device runs at for a requested one: unset means bf16 on a GPU and the f32
+/// reference on the CPU.
+pub fn device_precisions(requested: Option<cuda::Precision>) -> (cuda::Precision, cuda::Precision) {
+    (requested.unwrap_or(cuda::Precision::Bf16), requested.unwrap_or(cuda::Precision::Fp32))
+}
+
 /// Open the backend for `choice` (of several CUDA ordinals, the first: see [`open_backends`]). `Auto` picks
 /// CUDA when a usable GPU and the embedded kernels are present, else the CPU; the returned string says which
 /// and why.
 ///
-/// `precision` is the GPU's activation type ([`cuda::Precision`]); the CPU backend is always f32.
+/// `precision` is what the caller asked for, `None` meaning each device's default: bf16 activations on a GPU
+/// ([`cuda::Precision`]), the f32 reference on the CPU. On the CPU only an explicit `Bf16` opts into its bf16
+/// linear layers.
 pub fn open_backend(
     model: &Model,
     choice: &DeviceChoice,
-    precision: cuda::Precision,
+    precision: Option<cuda::Precision>,
 ) -> Result<(Box<dyn Backend>, String)> {
+    let (gpu_precision, cpu_precision) = device_precisions(precision);
     match choice {
         DeviceChoice::Cpu => {
-            let b = cpu::CpuBackend::new(model)?;
+            let b = cpu::CpuBackend::with_precision(model, cpu_precision)?;
             let d = b.describe();
             Ok((Box::new(b), d))
         }
         DeviceChoice::Cuda(ids) => {
-            let b = cuda::CudaBackend::with_precision(model, ids.first().copied().unwrap_or(0), precision)?;
+            let b = cuda::CudaBackend::with_precision(model, ids.first().copied().unwrap_or(0), gpu_precision)?;
             let d = b.describe();
             Ok((Box::new(b), d))
         }
@@ -116,12 +125,12 @@ pub fn open_backend(
             cuda::check_measured(&model.config, &origin).map(|_| d).map_err(|e| e.to_string())
         }) {
             Ok(_) => {
-                let b = cuda::CudaBackend::with_precision(model, 0, precision)?;
+                let b = cuda::CudaBackend::with_precision(model, 0, gpu_precision)?;
                 let d = format!("{} (auto: CUDA usable)", b.describe());
                 Ok((Box::new(b), d))
             }
             Err(why) => {
-                let b = cpu::CpuBackend::new(model)?;
+                let b = cpu::CpuBackend::with_precision(model, cpu_precision)?;
                 let d = format!("{} (auto: {why})", b.describe());
                 Ok((Box::new(b), d))
             }
@@ -138,8 +147,9 @@ pub fn open_backend(
 pub fn open_backends(
     model: &Model,
     choice: &DeviceChoice,
-    precision: cuda::Precision,
+    precision: Option<cuda::Precision>,
 ) -> Result<(Vec<Box<dyn Backend>>, String)> {
+    let gpu_precision = device_precisions(precision).0;
     let ids = match choice {
         DeviceChoice::Cuda(ids) if ids.len() > 1 => ids,
         _ => {
@@ -151,8 +161,10 @@ pub fn open_backends(
         eprintln!("lark: cuda:{dup} is listed more than once: its workers share that GPU, each with its own weights");
     }
     let opened: Vec<Result<cuda::CudaBackend>> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            ids.iter().map(|&id| s.spawn(move || cuda::CudaBackend::with_precision(model, id, precision))).collect();
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|&id| s.spawn(move || cuda::CudaBackend::with_precision(model, id, gpu_precision)))
+            .collect();
         handles
             .into_iter()
             .zip(ids)
@@ -170,11 +182,16 @@ pub fn open_backends(
 }
 
 /// `n` CPU backends, for running a job's worker pool on the CPU (tests: `lark score --cpu-workers N`; each
-/// holds its own f32 copy of the weights, and they share the rayon threads).
-pub fn open_cpu_backends(model: &Model, n: usize) -> Result<(Vec<Box<dyn Backend>>, String)> {
+/// holds its own copy of the weights, and they share the rayon threads).
+pub fn open_cpu_backends(
+    model: &Model,
+    n: usize,
+    precision: Option<cuda::Precision>,
+) -> Result<(Vec<Box<dyn Backend>>, String)> {
+    let cpu_precision = device_precisions(precision).1;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(n.max(1));
     for _ in 0..n.max(1) {
-        backends.push(Box::new(cpu::CpuBackend::new(model)?));
+        backends.push(Box::new(cpu::CpuBackend::with_precision(model, cpu_precision)?));
     }
     let d = format!("{} x {} workers", backends[0].describe(), backends.len());
     Ok((backends, d))

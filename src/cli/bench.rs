@@ -34,9 +34,13 @@ pub struct Args {
     pub ids_file: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Timed repetitions (the median is reported); one untimed warm-up run precedes them.
+    /// Timed repetitions (the median is reported); --warmup untimed runs precede them.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Untimed warm-up runs before the timed ones (0 for very long sequences on the CPU, where one run takes
+    /// minutes and the first touches of memory are a negligible share of it).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
     /// Also compute the authors' top-K Brier in the pass.
     #[arg(long)]
     pub topk_brier: Option<usize>,
@@ -46,9 +50,10 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// GPU activation precision: bf16 (default, fast) or fp32 (reference grade, ~2× the GEMM work).
-    #[arg(long, default_value = "bf16")]
-    pub precision: Precision,
+    /// GPU: bf16 activations (the default, fast) or fp32 (reference grade, ~2× the GEMM work). CPU: fp32 (the
+    /// default, the reference) or bf16 (opt-in: linear layers in bf16, AMX where the processor has it).
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// Time only the attention kernels, on a CUDA device: every tensor-core variant for the model's head shape on
     /// the same packed batch of --lengths/--tokens (one JSON line or table row per kernel). No weights are made.
     #[arg(long, conflicts_with_all = ["ids_file", "topk_brier"])]
@@ -145,6 +150,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (mut backend, desc) = open_backend(&model, &a.device, a.precision)?;
     let ceiling = backend.gemm_ceiling_tflops()?;
+    let (gpu_precision, cpu_precision) = crate::backend::device_precisions(a.precision);
+    // Only the GPU backend has a GEMM ceiling.
+    let precision = if ceiling.is_some() { gpu_precision } else { cpu_precision };
     let seqs = sequences(&a, model.config.vocab_size)?;
     let opts = StatsOptions { topk_brier: a.topk_brier };
     let tokens: usize = seqs.iter().map(|s| s.len()).sum();
@@ -163,7 +171,9 @@ pub fn run(a: Args) -> Result<()> {
         }
         Ok(t0.elapsed().as_secs_f64())
     };
-    run_once(&mut backend)?; // warm-up
+    for _ in 0..a.warmup {
+        run_once(&mut backend)?;
+    }
     if a.profile {
         if ceiling.is_some() {
             return Err(LarkError::input("--profile", "profiles the CPU backend only: pass --device cpu"));
@@ -186,16 +196,16 @@ pub fn run(a: Args) -> Result<()> {
     let v = serde_json::json!({
         "model": model_name, "device": desc, "sequences": seqs.len(), "tokens": tokens, "scored_tokens": scored,
         "lengths": if a.ids_file.is_some() { "ids-file".to_string() } else { a.lengths.clone() },
-        "median_s": median, "times_s": times, "tokens_per_s": tok_s, "tflops": tflops,
+        "median_s": median, "times_s": times, "warmup_runs": a.warmup, "tokens_per_s": tok_s, "tflops": tflops,
         "s_per_trajectory": median / seqs.len() as f64, "peak_device_bytes": peak,
         "topk_brier": a.topk_brier, "gemm_ceiling_tflops": ceiling,
-        "fraction_of_ceiling": ceiling.map(|c| tflops / c), "precision": a.precision.name(),
+        "fraction_of_ceiling": ceiling.map(|c| tflops / c), "precision": precision.name(),
         "attention_query_tile": cuda::attention::query_tile_setting(),
         "attention_warp_rows": cuda::attention::warp_rows_setting(),
         // The attention kernel of this model on the GPU backend (null on the CPU backend, which, alone, has no
         // GEMM ceiling).
         "attention_kernel": ceiling.and_then(|_| {
-            cuda::attention::AttentionKernel::for_args(model.config.head_dim, a.precision).ok().map(|k| k.entry_point())
+            cuda::attention::AttentionKernel::for_args(model.config.head_dim, gpu_precision).ok().map(|k| k.entry_point())
         }),
         "profile": profile,
     });
@@ -294,7 +304,9 @@ fn run_backward(a: &Args, model: &Model) -> Result<()> {
         }
         Ok(t0.elapsed().as_secs_f64())
     };
-    run_once(&mut grad)?; // warm-up
+    for _ in 0..a.warmup {
+        run_once(&mut grad)?;
+    }
     let mut times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run_once(&mut grad)).collect::<Result<_>>()?;
     times.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let median = times[times.len() / 2];

@@ -46,7 +46,8 @@ fn settings(o: &LarkOptions) -> FfiResult<StudentSettings> {
         max_len: if o.max_len == 0 { crate::text::DEFAULT_MAX_LEN } else { o.max_len },
         brier: if o.brier_topk == 0 { BrierMode::Exact } else { BrierMode::TopK(o.brier_topk as usize) },
         rank_clip: if o.rank_clip == 0 { 100 } else { o.rank_clip },
-        precision: crate::backend::cuda::Precision::Bf16,
+        // Each device's default: bf16 activations on a GPU, the f32 reference on the CPU.
+        precision: None,
     })
 }
 

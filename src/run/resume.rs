@@ -6,7 +6,7 @@
 //! `partial/journal.jsonl` as ONE line and the file is flushed and fsync'ed; chunks are appended in order
 //! even when several devices finish them out of order. A problem is therefore either completely in the
 //! journal or not at all. `partial/manifest.json` records everything that changes the numbers (model,
-//! tokenizer and pool fingerprints, settings, judge file, shard, batch/chunk budgets; not the number of
+//! tokenizer and pool fingerprints, settings, precision, judge file, shard, batch/chunk budgets; not the number of
 //! devices, which changes none): a resume whose manifest differs is refused, naming the fields.
 //!
 //! On `--resume` the journal is read back, a torn last line (kill -9 during a write) is cut off, and the

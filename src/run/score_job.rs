@@ -42,9 +42,10 @@ pub struct ScoreJob {
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// GPU activations: bf16 (default, fast) or fp32 (reference grade: every token's log p within ~3e-4 nats of
-    /// the CPU reference, about 9× slower). The CPU backend is always f32.
-    #[arg(long, default_value = "bf16")]
-    pub precision: Precision,
+    /// the CPU reference, about 9× slower). CPU: fp32 (default, the reference) or bf16 (opt-in: linear layers in
+    /// bf16 with AMX where available; see README for its error).
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// turn: the whole assistant turn (LARK authors); content: the assistant content only (RSR authors).
     #[arg(long, default_value = "turn")]
     pub span: SpanMode,
@@ -221,7 +222,7 @@ impl ScoreJob {
         }
         let (mut backends, device) = match (self.cpu_workers, &self.device) {
             (None, d) => open_backends(&model, d, self.precision)?,
-            (Some(n), DeviceChoice::Cpu) if n >= 1 => open_cpu_backends(&model, n)?,
+            (Some(n), DeviceChoice::Cpu) if n >= 1 => open_cpu_backends(&model, n, self.precision)?,
             (Some(_), _) => return Err(LarkError::input("--cpu-workers", "needs --device cpu and N ≥ 1")),
         };
         let what = format!("{} trajectories of {} problems on {device}", pool.records.len(), pool.n_problems());
@@ -250,6 +251,9 @@ impl ScoreJob {
             ..Default::default()
         };
         let batch_tokens = ctl.batch_budget(backends.iter().map(|b| b.as_ref()));
+        // The precision the opened device runs at (each kind has its own default): it changes the numbers.
+        let (gpu_precision, cpu_precision) = crate::backend::device_precisions(self.precision);
+        let precision = if device.starts_with("cpu") { cpu_precision } else { gpu_precision };
         let chunk = ctl.chunk_bound(&backends.iter().map(|b| b.as_ref()).collect::<Vec<_>>());
         let fingerprints = serde_json::json!({
             "model_fingerprint": model_fingerprint(&self.model)?,
@@ -261,7 +265,7 @@ impl ScoreJob {
             "version": env!("CARGO_PKG_VERSION"),
             "fingerprints": fingerprints,
             "pool_format": pool.format.name(), "pool_records": pool.records.len(), "skip_invalid": self.skip_invalid,
-            "settings": settings,
+            "settings": settings, "precision": precision.name(),
             "judge_scores_sha256": self.judge_scores.as_deref().map(sha256_file).transpose()?,
             "shard": self.shard, "batch_tokens": batch_tokens, "max_seqs": max_seqs,
             "chunk_tokens": chunk.tokens, "chunk_flops": chunk.work.map(|(_, f)| f),

@@ -1,11 +1,15 @@
 //! CPU backend: the reference forward pass of Qwen2/Qwen3/Llama in f32 (whatever the stored dtype), multi-threaded
-//! through rayon and the `gemm` crate. It reads like the architecture: embed → N × (RMSNorm → attention →
+//! through rayon and the `gemm` crate; or, opted into with `--precision bf16`, the same pass with every linear
+//! layer's weights and inputs in bf16 (AMX where available, see [`bf16`]) and everything else in f32. It reads like the architecture: embed → N × (RMSNorm → attention →
 //! residual → RMSNorm → SwiGLU MLP → residual) → RMSNorm → LM head on scored positions only → statistics.
 
+pub mod bf16;
+pub mod linear;
 pub mod ops;
 pub mod profile;
 
 use super::{Backend, SeqRequest};
+use crate::backend::cuda::Precision;
 use crate::error::{LarkError, Result};
 use crate::model::{LayerNames, Model, ModelConfig, EMBED, FINAL_NORM};
 use crate::stats::{vocab_stats_row, StatsOptions, TokenStats};
@@ -15,37 +19,68 @@ use rayon::prelude::*;
 /// Rows of logits held at once by the LM-head pass: bounds memory at `LOGIT_CHUNK × vocab` floats.
 const LOGIT_CHUNK: usize = 64;
 
+/// A linear layer's weight `[out, in]`: f32 (the reference) or bf16, each packed once for its kernel.
+enum Weight {
+    F32(linear::F32Linear),
+    Bf16(bf16::Bf16Linear),
+}
+
+impl Weight {
+    fn new(w: Vec<f32>, n: usize, k: usize, precision: Precision) -> Self {
+        match precision {
+            Precision::Fp32 => Weight::F32(linear::F32Linear::new(w, n, k)),
+            Precision::Bf16 => Weight::Bf16(bf16::Bf16Linear::pack(&w, n, k)),
+        }
+    }
+
+    /// `out[m, out] = x[m, in] · wᵀ`.
+    fn matmul_bt(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        match self {
+            Weight::F32(lin) => lin.matmul_bt(x, m, out),
+            Weight::Bf16(lin) => lin.matmul_bt(x, m, out),
+        }
+    }
+}
+
 struct Layer {
     input_norm: Vec<f32>,
     /// q, k, v projections stacked: `[(H + 2·Hkv)·D, hidden]`.
-    qkv: Vec<f32>,
+    qkv: Weight,
     qkv_bias: Option<Vec<f32>>,
     /// Per-head RMSNorm weights of q and k, `[head_dim]` each (Qwen3).
     qk_norm: Option<(Vec<f32>, Vec<f32>)>,
-    o: Vec<f32>,
+    o: Weight,
     o_bias: Option<Vec<f32>>,
     post_norm: Vec<f32>,
     /// gate and up projections stacked: `[2·inter, hidden]`.
-    gate_up: Vec<f32>,
+    gate_up: Weight,
     gate_up_bias: Option<Vec<f32>>,
-    down: Vec<f32>,
+    down: Weight,
     down_bias: Option<Vec<f32>>,
 }
 
 pub struct CpuBackend {
     config: ModelConfig,
-    embed: Vec<f32>,
+    /// The f32 embedding table; None when the f32 LM head is tied to it (rows are then read from the head's
+    /// packed weight, so the table is held once). A bf16 head keeps the f32 table beside it.
+    embed: Option<Vec<f32>>,
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
-    /// None when tied to the embedding.
-    lm_head: Option<Vec<f32>>,
+    lm_head: Weight,
+    precision: Precision,
     inv_freq: Vec<f32>,
     /// Multiplies cos and sin (YaRN; 1 otherwise).
     rope_attention_factor: f32,
 }
 
 impl CpuBackend {
+    /// The f32 reference backend.
     pub fn new(model: &Model) -> Result<Self> {
+        Self::with_precision(model, Precision::Fp32)
+    }
+
+    /// `Fp32`: the reference; `Bf16`: linear layers in bf16 (weights rounded once here).
+    pub fn with_precision(model: &Model, precision: Precision) -> Result<Self> {
         let c = model.config.clone();
         let w = &model.weights;
         let h = c.hidden_size;
@@ -63,7 +98,12 @@ impl CpuBackend {
             let n = LayerNames::new(l);
             layers.push(Layer {
                 input_norm: get(&n.input_norm, &[h])?,
-                qkv: cat(&[(&n.q, &[q, h]), (&n.k, &[kv, h]), (&n.v, &[kv, h])])?,
+                qkv: Weight::new(
+                    cat(&[(&n.q, &[q, h]), (&n.k, &[kv, h]), (&n.v, &[kv, h])])?,
+                    q + 2 * kv,
+                    h,
+                    precision,
+                ),
                 qkv_bias: if c.qkv_bias {
                     Some(cat(&[(&n.q_bias, &[q]), (&n.k_bias, &[kv]), (&n.v_bias, &[kv])])?)
                 } else {
@@ -74,21 +114,29 @@ impl CpuBackend {
                 } else {
                     None
                 },
-                o: get(&n.o, &[h, q])?,
+                o: Weight::new(get(&n.o, &[h, q])?, h, q, precision),
                 o_bias: if c.o_bias { Some(get(&n.o_bias, &[h])?) } else { None },
                 post_norm: get(&n.post_norm, &[h])?,
-                gate_up: cat(&[(&n.gate, &[inter, h]), (&n.up, &[inter, h])])?,
+                gate_up: Weight::new(cat(&[(&n.gate, &[inter, h]), (&n.up, &[inter, h])])?, 2 * inter, h, precision),
                 gate_up_bias: if c.mlp_bias {
                     Some(cat(&[(&n.gate_bias, &[inter]), (&n.up_bias, &[inter])])?)
                 } else {
                     None
                 },
-                down: get(&n.down, &[h, inter])?,
+                down: Weight::new(get(&n.down, &[h, inter])?, h, inter, precision),
                 down_bias: if c.mlp_bias { Some(get(&n.down_bias, &[h])?) } else { None },
             });
         }
         let embed = get(EMBED, &[c.vocab_size, h])?;
-        let lm_head = if c.tie_word_embeddings { None } else { Some(model.lm_head()?.to_f32()) };
+        let v = c.vocab_size;
+        let (embed, lm_head) = match (c.tie_word_embeddings, precision) {
+            (true, Precision::Fp32) => (None, Weight::new(embed, v, h, precision)),
+            (true, Precision::Bf16) => {
+                let head = Weight::new(embed.clone(), v, h, precision);
+                (Some(embed), head)
+            }
+            (false, _) => (Some(embed), Weight::new(model.lm_head()?.to_f32(), v, h, precision)),
+        };
         Ok(CpuBackend {
             inv_freq: ops::rope_inv_freq_f32(&c),
             rope_attention_factor: c.rope_attention_factor() as f32,
@@ -96,6 +144,7 @@ impl CpuBackend {
             embed,
             layers,
             lm_head,
+            precision,
             config: c,
         })
     }
@@ -117,8 +166,16 @@ impl CpuBackend {
         let qkv_w = qw + 2 * kvw;
         let inter = c.intermediate_size;
 
+        let rope =
+            time(Op::Elementwise, || ops::RopeTable::new(&positions, &self.inv_freq, self.rope_attention_factor));
         let mut x = vec![0f32; t * h];
-        time(Op::Elementwise, || ops::embed(&self.embed, h, ids, &mut x));
+        time(Op::Elementwise, || match (&self.embed, &self.lm_head) {
+            (Some(table), _) => ops::embed(table, h, ids, &mut x),
+            (None, Weight::F32(head)) => {
+                x.par_chunks_mut(h).zip(ids.par_iter()).for_each(|(o, &id)| head.row(id as usize, o))
+            }
+            (None, Weight::Bf16(_)) => unreachable!("a bf16 head keeps the f32 embedding table"),
+        });
         let mut normed = vec![0f32; t * h];
         let mut qkv = vec![0f32; t * qkv_w];
         let (mut qs, mut ks, mut vs) = (vec![0f32; t * qw], vec![0f32; t * kvw], vec![0f32; t * kvw]);
@@ -126,12 +183,11 @@ impl CpuBackend {
         let mut delta = vec![0f32; t * h];
         let mut gate_up = vec![0f32; t * 2 * inter];
         let mut act = vec![0f32; t * inter];
-        let (mut gate, mut up) = (vec![0f32; t * inter], vec![0f32; t * inter]);
 
         for layer in &self.layers {
             // Attention block.
             time(Op::Elementwise, || ops::rms_norm(&x, &layer.input_norm, eps, &mut normed));
-            time(Op::QkvGemm, || ops::matmul_bt(&normed, t, h, &layer.qkv, qkv_w, &mut qkv));
+            time(Op::QkvGemm, || layer.qkv.matmul_bt(&normed, t, &mut qkv));
             time(Op::Elementwise, || {
                 if let Some(b) = &layer.qkv_bias {
                     ops::add_bias(&mut qkv, b);
@@ -146,12 +202,11 @@ impl CpuBackend {
                     ops::rms_norm_inplace(&mut qs, q_norm, eps);
                     ops::rms_norm_inplace(&mut ks, k_norm, eps);
                 }
-                let af = self.rope_attention_factor;
-                ops::rope_scaled_inplace(&mut qs, &positions, nh, d, &self.inv_freq, af);
-                ops::rope_scaled_inplace(&mut ks, &positions, nkv, d, &self.inv_freq, af);
+                ops::rope_apply(&mut qs, &rope, nh, d);
+                ops::rope_apply(&mut ks, &rope, nkv, d);
             });
             time(Op::Attention, || ops::attention_causal(&qs, &ks, &vs, cu_seqlens, nh, nkv, d, &mut attn));
-            time(Op::OGemm, || ops::matmul_bt(&attn, t, qw, &layer.o, h, &mut delta));
+            time(Op::OGemm, || layer.o.matmul_bt(&attn, t, &mut delta));
             time(Op::Elementwise, || {
                 if let Some(b) = &layer.o_bias {
                     ops::add_bias(&mut delta, b);
@@ -160,18 +215,14 @@ impl CpuBackend {
                 // MLP block.
                 ops::rms_norm(&x, &layer.post_norm, eps, &mut normed);
             });
-            time(Op::GateUpGemm, || ops::matmul_bt(&normed, t, h, &layer.gate_up, 2 * inter, &mut gate_up));
+            time(Op::GateUpGemm, || layer.gate_up.matmul_bt(&normed, t, &mut gate_up));
             time(Op::Elementwise, || {
                 if let Some(b) = &layer.gate_up_bias {
                     ops::add_bias(&mut gate_up, b);
                 }
-                for (i, row) in gate_up.chunks(2 * inter).enumerate() {
-                    gate[i * inter..(i + 1) * inter].copy_from_slice(&row[..inter]);
-                    up[i * inter..(i + 1) * inter].copy_from_slice(&row[inter..]);
-                }
-                ops::silu_mul(&gate, &up, &mut act);
+                ops::silu_mul_stacked(&gate_up, inter, &mut act);
             });
-            time(Op::DownGemm, || ops::matmul_bt(&act, t, inter, &layer.down, h, &mut delta));
+            time(Op::DownGemm, || layer.down.matmul_bt(&act, t, &mut delta));
             time(Op::Elementwise, || {
                 if let Some(b) = &layer.down_bias {
                     ops::add_bias(&mut delta, b);
@@ -188,12 +239,11 @@ impl CpuBackend {
     pub fn head_stats(&self, hidden: &[f32], gold: &[u32], opts: &StatsOptions) -> Vec<TokenStats> {
         let c = &self.config;
         let (h, v) = (c.hidden_size, c.vocab_size);
-        let head = self.lm_head.as_deref().unwrap_or(&self.embed);
         let mut out = Vec::with_capacity(gold.len());
         let mut logits = vec![0f32; LOGIT_CHUNK * v];
         for (rows, golds) in hidden.chunks(LOGIT_CHUNK * h).zip(gold.chunks(LOGIT_CHUNK)) {
             let m = golds.len();
-            time(Op::HeadGemm, || ops::matmul_bt(rows, m, h, head, v, &mut logits[..m * v]));
+            time(Op::HeadGemm, || self.lm_head.matmul_bt(rows, m, &mut logits[..m * v]));
             let stats: Vec<TokenStats> = time(Op::VocabPass, || {
                 logits[..m * v]
                     .par_chunks(v)
@@ -264,7 +314,12 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        match self.precision {
+            Precision::Fp32 => format!("cpu ({} threads)", rayon::current_num_threads()),
+            Precision::Bf16 => {
+                format!("cpu ({} threads, bf16 linear layers: {})", rayon::current_num_threads(), bf16::kernel_name())
+            }
+        }
     }
 
     fn score(&mut self, batch: &[SeqRequest<'_>], opts: &StatsOptions) -> Result<Vec<Vec<TokenStats>>> {

@@ -137,31 +137,74 @@ pub fn rope_scaled_inplace(
     inv_freq: &[f32],
     attention_factor: f32,
 ) {
+    rope_apply(x, &RopeTable::new(positions, inv_freq, attention_factor), n_heads, head_dim)
+}
+
+/// cos and sin of every (position, frequency) of a batch, computed once per forward pass and shared by q and k
+/// of every layer (the forward pass would otherwise evaluate 2 × layers times as many f64 sin/cos).
+pub struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// The angle as HF computes it, `(pos as f32) * inv_freq` in f32, then cos/sin of that f32 angle in f64,
+    /// rounded to f32 and multiplied by `attention_factor`.
+    pub fn new(positions: &[u32], inv_freq: &[f32], attention_factor: f32) -> Self {
+        let half = inv_freq.len();
+        let mut cos = vec![0f32; positions.len() * half];
+        let mut sin = vec![0f32; positions.len() * half];
+        cos.par_chunks_mut(half.max(1)).zip(sin.par_chunks_mut(half.max(1))).zip(positions.par_iter()).for_each(
+            |((c, s), &pos)| {
+                for ((c, s), &f) in c.iter_mut().zip(s.iter_mut()).zip(inv_freq) {
+                    let a = (pos as f32 * f) as f64;
+                    *c = a.cos() as f32 * attention_factor;
+                    *s = a.sin() as f32 * attention_factor;
+                }
+            },
+        );
+        RopeTable { half, cos, sin }
+    }
+}
+
+/// Rotate-half RoPE in place on `x[t, head, :]` with the table's row `t`.
+pub fn rope_apply(x: &mut [f32], table: &RopeTable, n_heads: usize, head_dim: usize) {
     let half = head_dim / 2;
-    assert_eq!(inv_freq.len(), half);
-    x.par_chunks_mut(n_heads * head_dim).zip(positions.par_iter()).for_each(|(row, &pos)| {
-        let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
-            .iter()
-            .map(|&f| {
-                let a = (pos as f32 * f) as f64;
-                (a.cos() as f32 * attention_factor, a.sin() as f32 * attention_factor)
-            })
-            .unzip();
-        for h in row.chunks_mut(head_dim) {
-            for i in 0..half {
-                let (a, b) = (h[i], h[i + half]);
-                h[i] = a * cos[i] - b * sin[i];
-                h[i + half] = b * cos[i] + a * sin[i];
+    assert_eq!(table.half, half, "rope table for head_dim {}", 2 * table.half);
+    if half == 0 {
+        return;
+    }
+    x.par_chunks_mut(n_heads * head_dim).zip(table.cos.par_chunks(half)).zip(table.sin.par_chunks(half)).for_each(
+        |((row, cos), sin)| {
+            for h in row.chunks_mut(head_dim) {
+                for i in 0..half {
+                    let (a, b) = (h[i], h[i + half]);
+                    h[i] = a * cos[i] - b * sin[i];
+                    h[i + half] = b * cos[i] + a * sin[i];
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// `out = silu(gate) * up`.
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    out.par_iter_mut().zip(gate.par_iter().zip(up.par_iter())).for_each(|(o, (&g, &u))| {
-        *o = g / (1.0 + (-g).exp()) * u;
+    out.par_iter_mut().zip(gate.par_iter().zip(up.par_iter())).for_each(|(o, (&g, &u))| *o = silu(g) * u);
+}
+
+/// [`silu_mul`] on rows of `[gate | up]` (the stacked gate/up projection's output, `2·inter` wide), without
+/// splitting them first: `out[t, j] = silu(gate_up[t, j]) · gate_up[t, inter + j]`.
+pub fn silu_mul_stacked(gate_up: &[f32], inter: usize, out: &mut [f32]) {
+    out.par_chunks_mut(inter).zip(gate_up.par_chunks(2 * inter)).for_each(|(o, row)| {
+        let (gate, up) = row.split_at(inter);
+        o.iter_mut().zip(gate).zip(up).for_each(|((o, &g), &u)| *o = silu(g) * u);
     });
+}
+
+#[inline(always)]
+fn silu(g: f32) -> f32 {
+    g / (1.0 + (-g).exp())
 }
 
 /// Rows of an embedding table.
@@ -179,7 +222,7 @@ pub const Q_BLOCK: usize = 128;
 /// Keys per block. A multiple of [`Q_BLOCK`], so a key block never starts inside a query block: every query row
 /// sees at least one key of every block it visits.
 pub const K_BLOCK: usize = 1024;
-const _: () = assert!(K_BLOCK % Q_BLOCK == 0);
+const _: () = assert!(K_BLOCK.is_multiple_of(Q_BLOCK));
 
 /// Causal grouped-query attention over a packed batch, flash-style. `q` is `[T, n_heads, d]`, `k`/`v`
 /// `[T, n_kv, d]`, `cu_seqlens` the sequence boundaries (positions restart at each).
@@ -307,7 +350,7 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], shape: &AttentionShape, b: &QueryBloc
             let t = b.rows.start + r % nq;
             let visible = (t + 1 - k0).min(nk); // k0 ≤ rows.start ≤ t (K_BLOCK is a multiple of Q_BLOCK)
             let row = &mut p[r * nk..(r + 1) * nk];
-            let block_max = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x * scale));
+            let block_max = scaled_max(&row[..visible], scale);
             let new_max = row_max[r].max(block_max);
             let block_sum = exp_shifted_sum(&mut row[..visible], scale, new_max, single_block);
             row[visible..].fill(0.0);
@@ -342,7 +385,8 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], shape: &AttentionShape, b: &QueryBloc
 
 /// `x ← e^{x·scale − max}` over a row of raw scores, returning the sum in f64. `exact` takes the C library's
 /// `expf` (the single-block path, whose results must not move); otherwise the polynomial exp of the vocabulary
-/// pass, which the compiler vectorises over eight lanes (relative error < 2e-8).
+/// pass over eight lanes (relative error < 2e-8), in AVX2 where the processor has it (the same operations, so the
+/// same bits: the compiler leaves the plain loop scalar).
 #[inline(always)]
 fn exp_shifted_sum(row: &mut [f32], scale: f32, max: f32, exact: bool) -> f64 {
     if exact {
@@ -352,20 +396,70 @@ fn exp_shifted_sum(row: &mut [f32], scale: f32, max: f32, exact: bool) -> f64 {
         });
     }
     const LANES: usize = 8;
-    let mut lanes = [0f64; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            c[l] = exp_neg_f32(c[l] * scale - max);
-            lanes[l] += c[l] as f64;
-        }
-    }
+    let whole = row.len() / LANES * LANES;
+    let (chunks, rest) = row.split_at_mut(whole);
+    #[cfg(target_arch = "x86_64")]
+    let lanes = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { exp_shifted_lanes_avx2(chunks, scale, max) }
+    } else {
+        exp_shifted_lanes(chunks, scale, max)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let lanes = exp_shifted_lanes(chunks, scale, max);
     let mut sum = 0f64;
-    for x in chunks.into_remainder() {
+    for x in rest {
         *x = exp_neg_f32(*x * scale - max);
         sum += *x as f64;
     }
     sum + lanes.iter().sum::<f64>()
+}
+
+/// The eight lanes of [`exp_shifted_sum`]'s polynomial path over whole chunks of eight.
+#[inline(always)]
+fn exp_shifted_lanes(chunks: &mut [f32], scale: f32, max: f32) -> [f64; 8] {
+    let mut lanes = [0f64; 8];
+    for c in chunks.chunks_exact_mut(8) {
+        for l in 0..8 {
+            c[l] = exp_neg_f32(c[l] * scale - max);
+            lanes[l] += c[l] as f64;
+        }
+    }
+    lanes
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_lanes_avx2(chunks: &mut [f32], scale: f32, max: f32) -> [f64; 8] {
+    use std::arch::x86_64::*;
+    let (scale, max) = (_mm256_set1_ps(scale), _mm256_set1_ps(max));
+    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in chunks.chunks_exact_mut(8) {
+        let x = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), scale), max);
+        let p = crate::stats::exp_neg_f32x8(x);
+        _mm256_storeu_ps(c.as_mut_ptr(), p);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p)));
+    }
+    let mut lanes = [0f64; 8];
+    _mm256_storeu_pd(lanes.as_mut_ptr(), lo);
+    _mm256_storeu_pd(lanes.as_mut_ptr().add(4), hi);
+    lanes
+}
+
+/// The largest of `row[i]·scale`: exact in any order, so over eight independent lanes, which the compiler
+/// vectorises (a single running `max` it leaves scalar).
+#[inline(always)]
+fn scaled_max(row: &[f32], scale: f32) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut it = row.chunks_exact(8);
+    for c in &mut it {
+        for l in 0..8 {
+            let v = c[l] * scale;
+            lanes[l] = if v > lanes[l] { v } else { lanes[l] };
+        }
+    }
+    it.remainder().iter().map(|&x| x * scale).chain(lanes).fold(f32::NEG_INFINITY, f32::max)
 }
 
 #[cfg(test)]
@@ -383,6 +477,45 @@ mod tests {
         let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - y).powi(2)).sum::<f64>().sqrt();
         let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt().max(1e-30);
         assert!(num / den < tol, "{what}: relative error {}", num / den);
+    }
+
+    /// The AVX2 lanes of the polynomial softmax path give the bits of the scalar lanes; the max is exact.
+    #[test]
+    fn exp_shifted_sum_lanes_are_the_scalar_lanes() {
+        let mut rng = SplitMix(17);
+        for n in [1usize, 7, 8, 9, 1000, 1024] {
+            let row: Vec<f32> = (0..n).map(|_| 12.0 * rng.next_f32()).collect();
+            let (scale, max) = (0.125f32, scaled_max(&row, 0.125));
+            let want_max = row.iter().map(|&x| x * scale).fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max.to_bits(), want_max.to_bits(), "n {n}: max");
+            let (mut fast, mut plain) = (row.clone(), row.clone());
+            let sum = exp_shifted_sum(&mut fast, scale, max, false);
+            let whole = n / 8 * 8;
+            let lanes = exp_shifted_lanes(&mut plain[..whole], scale, max);
+            let mut want = 0f64;
+            for x in &mut plain[whole..] {
+                *x = exp_neg_f32(*x * scale - max);
+                want += *x as f64;
+            }
+            want += lanes.iter().sum::<f64>();
+            assert_eq!(sum.to_bits(), want.to_bits(), "n {n}: sum");
+            assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()), "n {n}: values");
+        }
+    }
+
+    #[test]
+    fn silu_mul_of_stacked_rows_is_silu_mul_of_the_halves() {
+        let mut rng = SplitMix(23);
+        let (t, inter) = (5, 37);
+        let gate_up = rand_vec(&mut rng, t * 2 * inter);
+        let mut stacked = vec![f32::NAN; t * inter];
+        silu_mul_stacked(&gate_up, inter, &mut stacked);
+        for r in 0..t {
+            let row = &gate_up[r * 2 * inter..(r + 1) * 2 * inter];
+            let mut want = vec![0f32; inter];
+            silu_mul(&row[..inter], &row[inter..], &mut want);
+            assert_eq!(&stacked[r * inter..(r + 1) * inter], &want[..], "row {r}");
+        }
     }
 
     #[test]

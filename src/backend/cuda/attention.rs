@@ -276,7 +276,7 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
     if kind.precision() != a.precision {
         return bad(format!("{} activations (this kernel is for {})", a.precision.name(), kind.precision().name()));
     }
-    if a.num_heads == 0 || a.num_kv_heads == 0 || a.num_heads % a.num_kv_heads != 0 {
+    if a.num_heads == 0 || a.num_kv_heads == 0 || !a.num_heads.is_multiple_of(a.num_kv_heads) {
         return bad(format!("{} heads are not a multiple of {} kv heads", a.num_heads, a.num_kv_heads));
     }
     match kind.fixed_head_dim() {
@@ -306,7 +306,7 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
             return bad(format!("{what} address {p:#x} is not {align}-byte aligned"));
         }
     }
-    if a.cu_seqlens == 0 || a.cu_seqlens % 4 != 0 {
+    if a.cu_seqlens == 0 || !a.cu_seqlens.is_multiple_of(4) {
         return bad(format!("cu_seqlens address {:#x}", a.cu_seqlens));
     }
     if !kind.is_generic() && a.query_tile != kind.query_tile() {
@@ -315,7 +315,7 @@ pub fn launch_config(kind: AttentionKernel, a: &AttentionArgs) -> Result<LaunchC
     let blocks = match kind {
         k if k.is_generic() => (a.total_tokens * a.num_heads).div_ceil((THREADS / 32) as usize),
         _ => {
-            if a.num_tiles > 0 && (a.tiles == 0 || a.tiles % 4 != 0) {
+            if a.num_tiles > 0 && (a.tiles == 0 || !a.tiles.is_multiple_of(4)) {
                 return bad(format!("tile table address {:#x}", a.tiles));
             }
             a.num_tiles * a.num_heads

@@ -197,7 +197,7 @@ pub struct QkNormRope {
 
 /// The shape checks and launch shape both rope kernels share: one block of 128 threads per token.
 fn rope_launch(t: usize, heads: usize, kv_heads: usize, head_dim: usize) -> Result<(LaunchConfig, [i32; 4])> {
-    if head_dim % 2 != 0 || head_dim > 1024 {
+    if !head_dim.is_multiple_of(2) || head_dim > 1024 {
         return Err(LarkError::Backend(format!("rope: head_dim {head_dim} must be even and at most 1024")));
     }
     check_i32("qkv width", (heads + 2 * kv_heads) * head_dim)?;

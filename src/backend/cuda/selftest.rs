@@ -885,7 +885,7 @@ fn fill_row(rng: &mut SplitMix, z: &mut [f32], kind: RowKind) {
     match kind {
         RowKind::Normal => z.iter_mut().for_each(|x| *x = 5.0 * rng.next_f32()),
         RowKind::Huge => {
-            let off = if rng.next_u64() % 2 == 0 { 1e4 } else { -1e4 };
+            let off = if rng.next_u64().is_multiple_of(2) { 1e4 } else { -1e4 };
             z.iter_mut().for_each(|x| *x = off + 30.0 * rng.next_f32());
         }
         RowKind::Flat => z.iter_mut().for_each(|x| *x = 1e-3 * rng.next_f32()),

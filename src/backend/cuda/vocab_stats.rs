@@ -58,10 +58,10 @@ pub fn launch_config(what: &str, block: &LogitsBlock) -> Result<LaunchConfig> {
     if block.rows >= (1 << 31) {
         return bad(format!("{} rows exceed the grid limit; launch in chunks", block.rows));
     }
-    if block.logits == 0 || block.logits % 4 != 0 {
+    if block.logits == 0 || !block.logits.is_multiple_of(4) {
         return bad(format!("logits address {:#x} is not 4-byte aligned", block.logits));
     }
-    if block.gold == 0 || block.gold % 4 != 0 {
+    if block.gold == 0 || !block.gold.is_multiple_of(4) {
         return bad(format!("gold address {:#x} is not 4-byte aligned", block.gold));
     }
     Ok(LaunchConfig { grid_dim: (block.rows as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })

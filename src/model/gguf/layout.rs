@@ -41,11 +41,11 @@ pub fn hf_tensor_name(gguf: &str) -> Option<String> {
 /// of query heads for Q and of key/value heads for K; `row_len` is 1 for a bias. Returns None when the rows do
 /// not split into `n_head` heads of even size.
 pub fn unpermute_rows<T: Copy>(data: &[T], row_len: usize, n_head: usize) -> Option<Vec<T>> {
-    if row_len == 0 || n_head == 0 || data.len() % row_len != 0 {
+    if row_len == 0 || n_head == 0 || !data.len().is_multiple_of(row_len) {
         return None;
     }
     let rows = data.len() / row_len;
-    if rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+    if !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return None;
     }
     let head = rows / n_head;
