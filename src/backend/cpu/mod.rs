@@ -4,6 +4,7 @@
 //! residual → RMSNorm → SwiGLU MLP → residual) → RMSNorm → LM head on scored positions only → statistics.
 
 pub mod bf16;
+pub mod expf;
 pub mod linear;
 pub mod ops;
 pub mod profile;
