@@ -4,20 +4,23 @@
 //!
 //! The weights live in the VNNI panel layout of AMX: 16 output columns per panel, and for each pair of input
 //! features the 16 columns' two values side by side, so one 64-byte row of a panel is one row of an AMX `B`
-//! tile. Two kernels read it:
+//! tile. Three kernels read it:
 //! - **AMX** (`TDPBF16PS`, Sapphire Rapids and later) where the processor has AMX-BF16 and Linux grants the tile
 //!   state: a 32 × 32 output block per call, four accumulator tiles. It is written as inline assembly, which is
 //!   stable Rust at our MSRV (the AMX intrinsics are not).
+//! - **AVX512-BF16** (`VDPBF16PS` on zmm: Cooper Lake, Sapphire Rapids and later, AMD Zen 4 and later) where AMX
+//!   is not available: 8 rows × 2 panels per register block, one 32-bit pair of each row broadcast per step.
 //! - **portable**, the same layout and the same order of additions as the instruction's definition (per input
 //!   pair: `acc += a₀·b₀`, then `acc += a₁·b₁`; each product of two bf16 values is exact in f32, so this is
-//!   two f32 roundings per pair). It runs where AMX does not. AMX rounds inside the instruction in an order
-//!   Intel leaves unspecified: measured on a Sapphire Rapids-class Xeon, about 3 in 4 outputs have the bits of
-//!   the sequential order and the rest differ by an ulp or so, so the two kernels agree closely, not bit for
-//!   bit (each is deterministic).
+//!   two f32 roundings per pair). It runs where neither does. The two instructions round inside in orders their
+//!   vendors leave unspecified (measured for AMX on a Sapphire Rapids-class Xeon: about 3 in 4 outputs have the
+//!   bits of the sequential order, the rest differ by an ulp or so), so the kernels agree closely, not bit for
+//!   bit; each is deterministic.
 //!
 //! Inputs that are bf16 subnormals are flushed to zero when rounded, as the AMX instruction treats them (DAZ);
 //! the result of a row depends on that row and the weights only, never on the other rows or the thread count.
 
+use super::linear::SendPtr;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -165,17 +168,6 @@ impl Bf16Linear {
                 unsafe { amx::release() };
             }
         });
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the work items write disjoint parts of the output (see matmul_bt_using).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -167,13 +167,14 @@ impl F32Linear {
     }
 }
 
+/// The output pointer handed to parallel work items (here and in `bf16`).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the work items write disjoint blocks of the output (see matmul_bt).
+pub(super) struct SendPtr(pub(super) *mut f32);
+// SAFETY: every user's work items write disjoint blocks of the output (see the matmul_bt of each).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
