@@ -87,14 +87,6 @@ impl Bf16Linear {
         Bf16Linear { n, k, k_pad, n_pad, panels }
     }
 
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-
-    pub fn in_features(&self) -> usize {
-        self.k
-    }
-
     /// `out[m, n] = bf16(x[m, k]) · bf16(w)ᵀ`, f32 accumulation, multi-threaded.
     pub fn matmul_bt(&self, x: &[f32], m: usize, out: &mut [f32]) {
         self.matmul_bt_using(x, m, out, kernel())

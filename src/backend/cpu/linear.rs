@@ -87,14 +87,6 @@ impl F32Linear {
         F32Linear { n, k, layout: Layout::Panels(panels) }
     }
 
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-
-    pub fn in_features(&self) -> usize {
-        self.k
-    }
-
     /// Row `c` of the weight (`w[c, :]`), e.g. a token's embedding when the LM head is tied to it.
     pub fn row(&self, c: usize, out: &mut [f32]) {
         let k = self.k;
